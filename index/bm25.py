@@ -1,0 +1,226 @@
+"""BM25 over a sparse term-by-document matrix: rank-bm25's scoring semantics without its Python loop.
+
+The index stores raw statistics (term frequencies and document lengths), so `k1`, `b`, `delta` and the variant can
+change at query time without a rebuild. `okapi`, `bm25l` and `bm25plus` reproduce `rank_bm25.BM25Okapi`,
+`BM25L` and `BM25Plus` (including okapi's epsilon floor on negative IDF); `lucene` uses Lucene's always-positive
+IDF, which avoids rank-bm25's zero-IDF trap on small corpora.
+
+Example:
+    >>> from index.bm25 import BM25Stats, BM25Scorer
+    >>> stats = BM25Stats.build([["cat", "sat"], ["dog", "ran"], ["cat", "ran"]])
+    >>> ids, scores = BM25Scorer(stats).search(["cat"], k=2)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from index.config import BM25Config
+
+STATS_FILE = "bm25.npz"
+VOCAB_FILE = "bm25_vocab.json"
+
+
+class BM25Stats:
+    """Term postings (CSR over terms), term frequencies and document lengths."""
+
+    def __init__(self, vocab: list[str], indptr: np.ndarray, indices: np.ndarray, tf: np.ndarray,
+                 doc_len: np.ndarray) -> None:
+        self.vocab = vocab
+        self.term_ids = {t: i for i, t in enumerate(vocab)}
+        self.indptr = indptr
+        self.indices = indices
+        self.tf = tf
+        self.doc_len = doc_len
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.doc_len.shape[0])
+
+    @property
+    def doc_freq(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    @classmethod
+    def build(cls, token_lists: Iterable[Sequence[str]]) -> BM25Stats:
+        """Count terms; vocabulary ids follow first-seen order, as rank-bm25's dictionaries do."""
+        term_ids: dict[str, int] = {}
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        doc_len: list[int] = []
+        for d, tokens in enumerate(token_lists):
+            counts = Counter(tokens)
+            doc_len.append(len(tokens))
+            if not counts:
+                continue
+            ids = np.fromiter((term_ids.setdefault(t, len(term_ids)) for t in counts), dtype=np.int64,
+                              count=len(counts))
+            rows.append(ids)
+            cols.append(np.full(len(counts), d, dtype=np.int32))
+            vals.append(np.fromiter(counts.values(), dtype=np.int32, count=len(counts)))
+        n_docs, n_terms = len(doc_len), len(term_ids)
+        if rows:
+            mat = sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_terms, n_docs)
+            )
+        else:
+            mat = sp.csr_matrix((n_terms, n_docs), dtype=np.int32)
+        mat.sort_indices()
+        return cls(list(term_ids), mat.indptr.astype(np.int64), mat.indices.astype(np.int32),
+                   mat.data.astype(np.int32), np.asarray(doc_len, dtype=np.int64))
+
+    def save(self, directory: Path) -> list[str]:
+        np.savez(directory / STATS_FILE, indptr=self.indptr, indices=self.indices, tf=self.tf,
+                 doc_len=self.doc_len)
+        (directory / VOCAB_FILE).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+        return [STATS_FILE, VOCAB_FILE]
+
+    @classmethod
+    def load(cls, directory: Path) -> BM25Stats:
+        with np.load(directory / STATS_FILE, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("indptr", "indices", "tf", "doc_len")}
+        vocab = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
+        n_terms, n_docs = len(vocab), arrays["doc_len"].shape[0]
+        indptr, indices = arrays["indptr"], arrays["indices"]
+        if (indptr.shape != (n_terms + 1,) or indptr[-1] != indices.shape[0] or arrays["tf"].shape != indices.shape
+                or (indices.size and (indices.min() < 0 or indices.max() >= n_docs))):
+            raise ValueError(f"{directory / STATS_FILE}: BM25 arrays are inconsistent; rebuild the index")
+        return cls(vocab, indptr, indices, arrays["tf"], arrays["doc_len"])
+
+    def doc_tokens(self) -> list[list[str]]:
+        """Rebuild bag-of-words token lists per document (for the `rank_bm25` reference backend)."""
+        mat = sp.csr_matrix((self.tf, self.indices, self.indptr), shape=(len(self.vocab), self.num_docs)).tocsc()
+        out: list[list[str]] = []
+        for d in range(self.num_docs):
+            s, e = mat.indptr[d], mat.indptr[d + 1]
+            out.append([self.vocab[t] for t, f in zip(mat.indices[s:e], mat.data[s:e]) for _ in range(f)])
+        return out
+
+
+def _idf(variant: str, n: np.ndarray, num_docs: int, epsilon: float) -> np.ndarray:
+    n = n.astype(np.float64)
+    if variant == "okapi":
+        idf = np.log(num_docs - n + 0.5) - np.log(n + 0.5)
+        # rank-bm25 sums in first-seen order before flooring; cumsum is sequential like its loop.
+        average = float(np.cumsum(idf)[-1]) / len(idf) if len(idf) else 0.0
+        return np.where(idf < 0, epsilon * average, idf)
+    if variant == "bm25l":
+        return math.log(num_docs + 1) - np.log(n + 0.5)
+    if variant == "bm25plus":
+        return math.log(num_docs + 1) - np.log(n)
+    if variant == "lucene":
+        return np.log(1.0 + (num_docs - n + 0.5) / (n + 0.5))
+    raise ValueError(f"unknown BM25 variant {variant!r}")
+
+
+class BM25Scorer:
+    """Scores queries against `BM25Stats` with one variant's formula; safe to share between threads."""
+
+    def __init__(self, stats: BM25Stats, config: BM25Config | None = None) -> None:
+        self.stats = stats
+        self.config = config or BM25Config()
+        cfg = self.config
+        k1, b, delta = cfg.k1, cfg.b, cfg.resolved_delta()
+        n_docs = stats.num_docs
+        avgdl = float(stats.doc_len.sum()) / n_docs if n_docs else 0.0
+        self.idf = _idf(cfg.variant, stats.doc_freq, n_docs, cfg.epsilon)
+        term_of_posting = np.repeat(np.arange(len(stats.vocab)), stats.doc_freq)
+        idf = self.idf[term_of_posting]
+        f = stats.tf.astype(np.float64)
+        norm = 1 - b + b * stats.doc_len[stats.indices] / avgdl if avgdl > 0 else np.ones_like(f)
+        if cfg.variant == "okapi":
+            weight = idf * (f * (k1 + 1) / (f + k1 * norm))
+            self.absent = np.zeros(len(stats.vocab))
+        elif cfg.variant == "bm25l":
+            # As rank-bm25 does (unlike Lv & Zhai's paper), the term weight is multiplied by tf, so a
+            # document without the term gets 0.
+            ctd = f / norm
+            weight = idf * f * (k1 + 1) * (ctd + delta) / (k1 + ctd + delta)
+            self.absent = np.zeros(len(stats.vocab))
+        elif cfg.variant == "bm25plus":
+            weight = idf * (delta + f * (k1 + 1) / (k1 * norm + f))
+            self.absent = self.idf * delta
+        else:  # lucene
+            weight = idf * f / (f + k1 * norm)
+            self.absent = np.zeros(len(stats.vocab))
+        # bm25plus gives every document a constant for each query term it lacks; store only the excess
+        # over that constant so the matrix stays sparse, and add the constants back per query.
+        self.excess = weight - self.absent[term_of_posting]
+        self.matrix = sp.csr_matrix((self.excess, stats.indices, stats.indptr), shape=(len(stats.vocab), n_docs))
+
+    def _query_vector(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        counts = Counter(t for t in tokens if t in self.stats.term_ids)
+        ids = np.fromiter((self.stats.term_ids[t] for t in counts), dtype=np.int64, count=len(counts))
+        return ids, np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+
+    def get_scores(self, tokens: Sequence[str]) -> np.ndarray:
+        """Scores for every document (what `rank_bm25`'s `get_scores` returns)."""
+        ids, counts = self._query_vector(tokens)
+        scores = np.full(self.stats.num_docs, float(self.absent[ids] @ counts) if len(ids) else 0.0)
+        docs, vals = self._postings(ids, counts)
+        np.add.at(scores, docs, vals)
+        return scores
+
+    def _postings(self, ids: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ptr = self.stats.indptr
+        if len(ids) == 1:
+            s, e = ptr[ids[0]], ptr[ids[0] + 1]
+            return self.stats.indices[s:e], self.excess[s:e] * counts[0]
+        parts = [(self.stats.indices[ptr[t]:ptr[t + 1]], self.excess[ptr[t]:ptr[t + 1]] * c)
+                 for t, c in zip(ids, counts)]
+        if not parts:
+            return np.empty(0, dtype=np.int32), np.empty(0)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def search(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k document rows and scores among documents that contain a query term (ties: lower row first)."""
+        ids, counts = self._query_vector(tokens)
+        if len(ids) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        docs, vals = self._postings(ids, counts)
+        if len(ids) == 1:
+            cand, scores = docs.astype(np.int64), vals
+        else:
+            # Sum per document over the candidates only: partitioning a mostly-zero dense array is the slow
+            # path that bm25s hits on rare-term queries.
+            cand, inverse = np.unique(docs, return_inverse=True)
+            scores = np.bincount(inverse, weights=vals, minlength=len(cand))
+        return _top_k(cand, scores + float(self.absent[ids] @ counts), k)
+
+    def search_batch(self, queries: Sequence[Sequence[str]], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Many queries at once: one sparse (queries x terms) @ (terms x docs) product."""
+        rows, cols, vals = [], [], []
+        constants = np.zeros(len(queries))
+        for q, tokens in enumerate(queries):
+            ids, counts = self._query_vector(tokens)
+            rows.append(np.full(len(ids), q)), cols.append(ids), vals.append(counts)
+            constants[q] = float(self.absent[ids] @ counts) if len(ids) else 0.0
+        if not queries:
+            return []
+        qmat = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(len(queries), len(self.stats.vocab)))
+        result = (qmat @ self.matrix).tocsr()
+        out = []
+        for q in range(len(queries)):
+            s, e = result.indptr[q], result.indptr[q + 1]
+            out.append(_top_k(result.indices[s:e].astype(np.int64), result.data[s:e] + constants[q], k))
+        return out
+
+
+def _top_k(cand: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(cand) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        # Keep every candidate tied with the k-th score so the tie-break below is deterministic.
+        kth = scores[part].min()
+        part = np.flatnonzero(scores >= kth)
+        cand, scores = cand[part], scores[part]
+    order = np.lexsort((cand, -scores))[:k]
+    return cand[order], scores[order]

@@ -1,0 +1,92 @@
+"""Settings for what gets built into an index (validated with pydantic, unknown keys rejected)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base for every config block: typos are errors, not silently ignored settings."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AnalyzerConfig(StrictModel):
+    lowercase: bool = True
+    stopwords: str | list[str] | None = "english"
+    stemmer: str | None = "english"
+    min_token_length: int = Field(1, ge=1)
+    max_token_length: int = Field(64, ge=1)
+
+
+class BM25Config(StrictModel):
+    enabled: bool = True
+    variant: Literal["okapi", "bm25l", "bm25plus", "lucene"] = "okapi"
+    backend: Literal["sparse", "rank_bm25"] = "sparse"
+    k1: float = Field(1.5, ge=0)
+    b: float = Field(0.75, ge=0, le=1)
+    delta: float | None = Field(None, ge=0, description="bm25l default 0.5, bm25plus default 1.0")
+    epsilon: float = Field(0.25, ge=0, description="okapi: negative idf is floored to epsilon * mean idf")
+    analyzer: AnalyzerConfig = AnalyzerConfig()
+    top_k: int = Field(100, ge=1)
+
+    def resolved_delta(self) -> float:
+        if self.delta is not None:
+            return self.delta
+        return {"bm25l": 0.5, "bm25plus": 1.0}.get(self.variant, 0.0)
+
+
+class FaissConfig(StrictModel):
+    type: Literal["flat", "hnsw", "ivf", "sq8"] = "flat"
+    hnsw_m: int = Field(32, ge=4)
+    ef_construction: int = Field(200, ge=8)
+    ef_search: int = Field(128, ge=1)
+    nlist: int | None = Field(None, ge=1, description="ivf: default 4*sqrt(n)")
+    nprobe: int = Field(16, ge=1)
+    rescore: int = Field(0, ge=0, description="re-score this many candidates with exact fp32 vectors (sq8/ivf)")
+
+
+class DenseConfig(StrictModel):
+    enabled: bool = True
+    model: str = "bundled:all-MiniLM-L6-v2"
+    faiss: FaissConfig = FaissConfig()
+    batch_size: int = Field(32, ge=1)
+    max_length: int | None = Field(None, ge=8, description="tokens; default: the model's own limit")
+    query_prefix: str = ""
+    document_prefix: str = ""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    top_k: int = Field(100, ge=1)
+
+
+class ChunkingConfig(StrictModel):
+    max_words: int = Field(200, ge=8)
+    overlap: int = Field(40, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingConfig:
+        if self.overlap >= self.max_words:
+            raise ValueError(
+                f"chunking.overlap ({self.overlap}) must be smaller than chunking.max_words ({self.max_words})"
+            )
+        return self
+
+
+class CorpusConfig(StrictModel):
+    format: Literal["auto", "beir", "jsonl", "csv", "tsv", "folder"] = "auto"
+    id_field: str = "_id"
+    title_field: str = "title"
+    text_field: str = "text"
+    on_empty: Literal["skip", "error"] = "skip"
+
+
+class BuildConfig(StrictModel):
+    """Everything that decides what an index directory holds (the query-time knobs live beside it)."""
+
+    corpus: CorpusConfig = CorpusConfig()
+    chunking: ChunkingConfig | None = None
+    bm25: BM25Config = BM25Config()
+    dense: DenseConfig = DenseConfig()

@@ -1,0 +1,130 @@
+"""Bi-encoder embeddings (sentence-transformers, normalized) and FAISS indexes: flat, hnsw, ivf, sq8.
+
+Example:
+    >>> from index.dense import Encoder
+    >>> enc = Encoder("bundled:all-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> enc.encode(["a query"]).shape  # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from index.config import DenseConfig, FaissConfig
+from index.models import load_model, pick_device, pick_dtype
+
+logger = logging.getLogger(__name__)
+
+FAISS_FILE = "faiss.index"
+EMBEDDINGS_FILE = "embeddings.npy"
+# The encoder truncates at its token limit anyway; cutting characters first keeps a 20 MB document from
+# being tokenized whole.
+CHARS_PER_TOKEN_CAP = 12
+
+
+class Encoder:
+    """A sentence-transformers bi-encoder with the project's device/precision rules."""
+
+    def __init__(self, model: str = "bundled:all-MiniLM-L6-v2", config: DenseConfig | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.config = config or DenseConfig(model=model)
+        self.name = model
+        self.device = pick_device(self.config.device)
+        self.dtype = pick_dtype(self.config.precision, self.device)
+        kwargs = {"device": self.device, "trust_remote_code": self.config.trust_remote_code}
+        self.model = load_model(model, "bi-encoder", SentenceTransformer, **kwargs)
+        if self.dtype == torch.float16 and self.device != "cpu":
+            self.model.half()
+        if self.config.max_length:
+            self.model.max_seq_length = self.config.max_length
+        dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dim_fn())
+        # Hugging Face fast tokenizers are not safe to call from several threads at once.
+        self._lock = threading.Lock()
+
+    @property
+    def max_chars(self) -> int:
+        return int(self.model.max_seq_length or 512) * CHARS_PER_TOKEN_CAP
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.bfloat16:
+            return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def encode(self, texts: Sequence[str], *, prefix: str = "", show_progress: bool = False) -> np.ndarray:
+        cap = self.max_chars
+        texts = [prefix + t[:cap] for t in texts]
+        with self._lock, torch.inference_mode(), self._autocast():
+            emb = self.model.encode(texts, batch_size=self.config.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=show_progress)
+        return np.ascontiguousarray(emb, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self.encode(queries, prefix=self.config.query_prefix)
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
+        return self.encode(texts, prefix=self.config.document_prefix, show_progress=show_progress)
+
+
+def build_faiss(embeddings: np.ndarray, config: FaissConfig) -> faiss.Index:
+    n, dim = embeddings.shape
+    metric = faiss.METRIC_INNER_PRODUCT
+    if config.type == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif config.type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, metric)
+        index.hnsw.efConstruction = config.ef_construction
+    elif config.type == "ivf":
+        nlist = config.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, metric)
+        index.train(embeddings)
+    else:  # sq8
+        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, metric)
+        index.train(embeddings)
+    index.add(embeddings)
+    return index
+
+
+def configure_search(index: faiss.Index, config: FaissConfig) -> None:
+    """Search-time knobs live in the config, not the saved file, so they can change without a rebuild."""
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = config.ef_search
+    ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        ivf.nprobe = config.nprobe
+
+
+def search_faiss(index: faiss.Index, queries: np.ndarray, k: int, config: FaissConfig,
+                 embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k rows and inner products; with `rescore`, approximate candidates are re-scored with fp32 vectors."""
+    k = min(k, index.ntotal)
+    fetch = max(k, config.rescore) if embeddings is not None and config.rescore else k
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+    if fetch > k:
+        for q in range(len(queries)):
+            valid = ids[q] >= 0
+            exact = embeddings[ids[q][valid]] @ queries[q]
+            order = np.argsort(-exact, kind="stable")
+            ids[q, : valid.sum()], scores[q, : valid.sum()] = ids[q][valid][order], exact[order]
+        scores, ids = scores[:, :k], ids[:, :k]
+    return ids, scores
+
+
+def save_faiss(index: faiss.Index, directory: Path) -> str:
+    faiss.write_index(index, str(directory / FAISS_FILE))
+    return FAISS_FILE
+
+
+def load_faiss(directory: Path) -> faiss.Index:
+    return faiss.read_index(str(directory / FAISS_FILE))

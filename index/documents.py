@@ -1,0 +1,201 @@
+"""Reading and validating corpora: BEIR folders, JSONL, CSV/TSV and folders of .txt/.md files.
+
+Example:
+    >>> from index.documents import read_corpus
+    >>> docs = list(read_corpus("../shared/datasets/scifact"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from index.config import CorpusConfig
+
+logger = logging.getLogger(__name__)
+
+FOLDER_SUFFIXES = (".txt", ".md")
+
+
+class CorpusError(ValueError):
+    """A corpus file cannot be read; the message names the file, the line and the fix."""
+
+
+@dataclass
+class Document:
+    doc_id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReadStats:
+    documents: int = 0
+    skipped_empty: int = 0
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "beir" if (path / "corpus.jsonl").is_file() else "folder"
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".tsv", ".tab"):
+        return "tsv"
+    raise CorpusError(
+        f"{path}: cannot tell the corpus format from the name; use a .jsonl, .csv or .tsv file, a BEIR folder "
+        "(with corpus.jsonl) or a folder of .txt/.md files, or set corpus.format in the config"
+    )
+
+
+def read_corpus(
+    path: str | Path, config: CorpusConfig | None = None, stats: ReadStats | None = None
+) -> Iterator[Document]:
+    """Yield validated documents; raise `CorpusError` naming file and line on bad input.
+
+    Duplicate ids and missing ids/text are errors; documents whose title and text are both empty are skipped
+    and counted (or refused when `config.on_empty == "error"`).
+    """
+    config = config or CorpusConfig()
+    stats = stats if stats is not None else ReadStats()
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file or folder; pass the corpus file or BEIR folder with --corpus")
+    fmt = detect_format(path) if config.format == "auto" else config.format
+    if fmt == "beir":
+        if path.is_dir():
+            path = path / "corpus.jsonl"
+        raw = _read_jsonl(path, config)
+    elif fmt == "jsonl":
+        raw = _read_jsonl(path, config)
+    elif fmt in ("csv", "tsv"):
+        raw = _read_delimited(path, config, "," if fmt == "csv" else "\t")
+    else:
+        raw = _read_folder(path)
+    seen: dict[str, str] = {}
+    for where, doc in raw:
+        if doc.doc_id in seen:
+            raise CorpusError(
+                f"{where}: duplicate document id {doc.doc_id!r} (first seen at {seen[doc.doc_id]}); "
+                "document ids must be unique"
+            )
+        seen[doc.doc_id] = where
+        if not doc.text.strip() and not doc.title.strip():
+            if config.on_empty == "error":
+                raise CorpusError(f"{where}: document {doc.doc_id!r} has no title and no text")
+            stats.skipped_empty += 1
+            continue
+        stats.documents += 1
+        yield doc
+    if stats.skipped_empty:
+        logger.warning("%s: skipped %d documents with no title and no text", path, stats.skipped_empty)
+    if stats.documents == 0:
+        raise CorpusError(f"{path}: the corpus holds no documents with text; nothing to index")
+
+
+def _decode_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(
+                    f"{path}:{lineno}: not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                    "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                ) from None
+
+
+def _field(record: dict[str, Any], name: str, where: str, *, required: bool, fallback: str | None = None) -> str:
+    value = record.get(name)
+    if value is None and fallback is not None:
+        value = record.get(fallback)
+    if value is None:
+        if required:
+            keys = ", ".join(sorted(record)) or "none"
+            raise CorpusError(f"{where}: missing field {name!r} (fields present: {keys}); set the field name "
+                              f"in the config (corpus.{'id' if name in ('_id', 'id') else 'text'}_field)")
+        return ""
+    if isinstance(value, (dict, list)):
+        raise CorpusError(f"{where}: field {name!r} must be a string or number, not {type(value).__name__}")
+    return str(value)
+
+
+def _make_document(record: dict[str, Any], config: CorpusConfig, where: str) -> Document:
+    id_fallback = "id" if config.id_field == "_id" else None
+    doc_id = _field(record, config.id_field, where, required=True, fallback=id_fallback).strip()
+    if not doc_id:
+        raise CorpusError(f"{where}: empty document id")
+    text = _field(record, config.text_field, where, required=True)
+    title = _field(record, config.title_field, where, required=False)
+    used = {config.id_field, config.text_field, config.title_field, id_fallback}
+    metadata = {k: v for k, v in record.items() if k not in used}
+    nested = metadata.pop("metadata", None)
+    if isinstance(nested, dict):
+        metadata.update(nested)
+    return Document(doc_id=doc_id, text=text, title=title, metadata=metadata)
+
+
+def _read_jsonl(path: Path, config: CorpusConfig) -> Iterator[tuple[str, Document]]:
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file; a BEIR folder must contain corpus.jsonl")
+    for lineno, line in _decode_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                              "each line must be one JSON object") from None
+        if not isinstance(record, dict):
+            raise CorpusError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        yield where, _make_document(record, config, where)
+
+
+def _read_delimited(path: Path, config: CorpusConfig, delimiter: str) -> Iterator[tuple[str, Document]]:
+    csv.field_size_limit(sys.maxsize)
+    lines = (line for _, line in _decode_lines(path))
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    if reader.fieldnames is None:
+        raise CorpusError(f"{path}: empty file; the first row must name the columns")
+    for record in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in record:
+            raise CorpusError(f"{where}: more values than header columns ({len(reader.fieldnames)})")
+        yield where, _make_document({k: v for k, v in record.items() if v is not None}, config, where)
+
+
+def _read_folder(path: Path) -> Iterator[tuple[str, Document]]:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
+    if not files:
+        raise CorpusError(f"{path}: no .txt or .md files found (and no corpus.jsonl for a BEIR folder)")
+    for file in files:
+        try:
+            content = file.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = file.read_bytes()[: exc.start].count(b"\n") + 1
+            raise CorpusError(f"{file}:{line}: not valid UTF-8; re-encode the file as UTF-8") from None
+        title = file.stem
+        first = content.lstrip().split("\n", 1)[0]
+        if file.suffix.lower() == ".md" and first.startswith("#"):
+            title = first.lstrip("#").strip()
+        doc_id = file.relative_to(path).with_suffix("").as_posix()
+        yield str(file), Document(doc_id=doc_id, text=content, title=title, metadata={"path": str(file)})
+
+
+def read_documents(docs: Iterable[Document | dict[str, Any]]) -> list[Document]:
+    """Validate in-memory documents (dicts with `_id`/`id`, `text`, optional `title`)."""
+    out: list[Document] = []
+    config = CorpusConfig()
+    for i, doc in enumerate(docs):
+        out.append(doc if isinstance(doc, Document) else _make_document(dict(doc), config, f"document #{i}"))
+    return out

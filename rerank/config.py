@@ -1,0 +1,26 @@
+"""Settings of the second stage (the `rerank:` block of a pipeline config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from index.config import StrictModel
+
+
+class RerankConfig(StrictModel):
+    model: str
+    top_n: int = Field(50, ge=1, description="how many first-stage candidates are re-scored")
+    batch_size: int = Field(32, ge=1)
+    max_length: int | None = Field(None, ge=8, description="tokens per pair; default: the model's own limit")
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    activation: Literal["auto", "identity", "sigmoid"] = "auto"
+    label: int | str | None = Field(None, description="multi-label models: which label's score ranks")
+    interpolation: float = Field(
+        0.0, ge=0, le=1,
+        description="weight of the (min-max normalized) first-stage score blended into the rerank score",
+    )
+    backend: Literal["torch", "onnx"] = "torch"
+    trust_remote_code: bool = False

@@ -1,0 +1,149 @@
+"""`CrossEncoderReranker`: sentence-transformers' CrossEncoder with device/precision rules, token-length-sorted
+batches, counted truncation, activation and label choice, and MaxP over a document's passages.
+
+Example:
+    >>> from rerank.cross_encoder import CrossEncoderReranker
+    >>> rr = CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> rr.rank("what is BM25?", ["BM25 is a ranking function.", "Paris is in France."])  # doctest: +SKIP
+    [{'corpus_id': 0, 'score': ...}, {'corpus_id': 1, 'score': ...}]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from index.models import load_model, pick_device, pick_dtype
+from rerank.config import RerankConfig
+
+logger = logging.getLogger(__name__)
+
+# Pairs are cut to this many characters per allowed token before tokenizing, so a huge document costs no more
+# than one that just fills the window.
+CHARS_PER_TOKEN_CAP = 12
+
+
+class CrossEncoderReranker:
+    """Re-scores (query, passage) pairs. Safe to share between threads (inference is serialized by a lock)."""
+
+    def __init__(self, model: str | None = None, config: RerankConfig | None = None, **overrides: Any) -> None:
+        from sentence_transformers import CrossEncoder
+
+        if config is None:
+            if model is None:
+                raise ValueError("give a model name/path or a RerankConfig")
+            config = RerankConfig(model=model, **overrides)
+        elif overrides or model is not None:
+            config = config.model_copy(update={**overrides, **({"model": model} if model else {})})
+        self.config = config
+        self.device = pick_device(config.device)
+        self.dtype = pick_dtype(config.precision, self.device)
+        kwargs: dict[str, Any] = {"device": self.device, "trust_remote_code": config.trust_remote_code}
+        if config.max_length:
+            kwargs["max_length"] = config.max_length
+        if config.backend != "torch":
+            kwargs["backend"] = config.backend
+        self.model = load_model(config.model, "cross-encoder", CrossEncoder, **kwargs)
+        if self.dtype == torch.float16 and self.device != "cpu":
+            self.model.half()
+        self.tokenizer = self.model.tokenizer
+        self.max_length = int(self.model.max_length or self.tokenizer.model_max_length or 512)
+        self.num_labels = int(self.model.num_labels)
+        self.label_index = self._label_index(config.label)
+        if config.activation == "sigmoid":
+            self.activation: torch.nn.Module | None = torch.nn.Sigmoid()
+        elif config.activation == "identity":
+            self.activation = torch.nn.Identity()
+        else:
+            self.activation = None  # the model's own default
+        self._lock = threading.Lock()
+        self.last_truncated = 0
+
+    def _label_index(self, label: int | str | None) -> int:
+        if label is None:
+            if self.num_labels > 1:
+                logger.warning("model has %d labels and no `label` was chosen; ranking by label 0",
+                               self.num_labels)
+            return 0
+        if isinstance(label, str):
+            names = {v: int(k) for k, v in (self.model.config.id2label or {}).items()}
+            if label not in names:
+                raise ValueError(f"label {label!r} not among the model's labels {sorted(names)}")
+            return names[label]
+        if not 0 <= label < self.num_labels:
+            raise ValueError(f"label {label} out of range; the model has {self.num_labels} labels")
+        return label
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.bfloat16:
+            return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def token_lengths(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        enc = self.tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=False,
+                             add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False,
+                             verbose=False)
+        return np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(pairs))
+
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None,
+                show_progress: bool = False) -> np.ndarray:
+        """Scores in input order. Batches are formed from pairs sorted by token length (less padding)."""
+        if len(pairs) == 0:
+            return np.empty(0, dtype=np.float32)
+        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        pairs = [(str(q)[:cap], str(p)[:cap]) for q, p in pairs]
+        lengths = self.token_lengths(pairs)
+        truncated = int((lengths > self.max_length).sum())
+        self.last_truncated = truncated
+        if truncated:
+            logger.info("%d of %d pairs were longer than max_length=%d tokens and were truncated",
+                        truncated, len(pairs), self.max_length)
+        order = np.argsort(-lengths, kind="stable")
+        bs = batch_size or self.config.batch_size
+        kwargs: dict[str, Any] = {"batch_size": bs, "show_progress_bar": False, "convert_to_numpy": True}
+        if self.activation is not None:
+            kwargs["activation_fn"] = self.activation
+        scores = np.empty(len(pairs), dtype=np.float32)
+        starts = range(0, len(order), bs)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="reranking", unit="batch")
+        with self._lock, torch.inference_mode(), self._autocast():
+            for start in starts:
+                idx = order[start : start + bs]
+                out = np.asarray(self.model.predict([pairs[i] for i in idx], **kwargs), dtype=np.float32)
+                scores[idx] = out[:, self.label_index] if out.ndim == 2 else out
+        return scores
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
+             return_documents: bool = False, batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Same contract as `CrossEncoder.rank`: `[{"corpus_id", "score", "text"?}]`, best first."""
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        out = []
+        for i in order:
+            item: dict[str, Any] = {"corpus_id": int(i), "score": scores[i]}
+            if return_documents:
+                item["text"] = documents[i]
+            out.append(item)
+        return out
+
+    def score_documents(self, query: str, passages: Sequence[Sequence[str]],
+                        batch_size: int | None = None) -> np.ndarray:
+        """MaxP: every passage of every document is scored; a document scores as its best passage."""
+        flat = [(query, p) for doc in passages for p in doc]
+        scores = self.predict(flat, batch_size=batch_size)
+        out = np.full(len(passages), -np.inf, dtype=np.float32)
+        pos = 0
+        for d, doc in enumerate(passages):
+            if doc:
+                out[d] = scores[pos : pos + len(doc)].max()
+            pos += len(doc)
+        return out
