@@ -99,7 +99,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             valid = sorted(parent.model_fields) if parent else []
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"  {dotted}: unknown key{hint}; valid keys here: {', '.join(valid)}")
         else:

@@ -52,7 +52,7 @@ def tiny_bi_encoder(tmp_path_factory) -> Path:
     BertModel(_tiny_bert_config()).save_pretrained(raw)
     _copy_tokenizer(raw)
     word = Transformer(str(raw), max_seq_length=128)
-    model = SentenceTransformer(modules=[word, Pooling(word.get_word_embedding_dimension(), "mean")])
+    model = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension(), "mean")])
     out = tmp_path_factory.mktemp("tiny-bi-encoder")
     model.save(str(out))
     return out

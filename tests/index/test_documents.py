@@ -38,7 +38,8 @@ def test_jsonl_accepts_plain_id_field(tmp_path):
     [
         ('{"_id": "a", "text": "x"}\n{"text": "y"}\n', r"c\.jsonl:2: missing field '_id'"),
         ('{"_id": "a"}\n', r"c\.jsonl:1: missing field 'text'"),
-        ('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', r"c\.jsonl:2: duplicate document id 'a'.*c\.jsonl:1"),
+        ('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n',
+         r"c\.jsonl:2: duplicate document id 'a'.*c\.jsonl:1"),
         ('{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n', r"c\.jsonl:2: invalid JSON"),
         ('["a", "b"]\n', r"c\.jsonl:1: expected a JSON object"),
         ("", r"no documents"),

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import rank_bm25
+
+from index.analyzer import Analyzer
+from index.bm25 import BM25Scorer, BM25Stats
+from index.config import BM25Config
+from tests.conftest import SCIFACT
+
+REFERENCE = {"okapi": rank_bm25.BM25Okapi, "bm25l": rank_bm25.BM25L, "bm25plus": rank_bm25.BM25Plus}
+
+
+@pytest.fixture(scope="module")
+def scifact_tokens():
+    """Real text: the first 1,500 SciFact abstracts and 60 real queries, through our analyzer."""
+    analyzer = Analyzer()
+    with open(SCIFACT / "corpus.jsonl", encoding="utf-8") as fh:
+        docs = [json.loads(line) for line in itertools.islice(fh, 1500)]
+    with open(SCIFACT / "queries.jsonl", encoding="utf-8") as fh:
+        queries = [json.loads(line)["text"] for line in itertools.islice(fh, 60)]
+    corpus = [analyzer.tokenize(f"{d['title']}\n{d['text']}") for d in docs]
+    return corpus, [analyzer.tokenize(q) for q in queries]
+
+
+@pytest.mark.parametrize("variant", ["okapi", "bm25l", "bm25plus"])
+@pytest.mark.parametrize(("k1", "b"), [(1.5, 0.75), (0.9, 0.4)])
+def test_scores_equal_rank_bm25_on_real_text(scifact_tokens, variant, k1, b):
+    corpus, queries = scifact_tokens
+    config = BM25Config(variant=variant, k1=k1, b=b)
+    ours = BM25Scorer(BM25Stats.build(corpus), config)
+    kwargs = {"k1": k1, "b": b}
+    if variant != "okapi":
+        kwargs["delta"] = config.resolved_delta()
+    ref = REFERENCE[variant](corpus, **kwargs)
+    for q in queries:
+        np.testing.assert_allclose(ours.get_scores(q), ref.get_scores(q), rtol=0, atol=1e-5)
+
+
+def test_okapi_top10_matches_rank_bm25_get_top_n(scifact_tokens):
+    corpus, queries = scifact_tokens
+    ours = BM25Scorer(BM25Stats.build(corpus))
+    ref = rank_bm25.BM25Okapi(corpus)
+    all_scores = [ref.get_scores(q) for q in queries]
+    for q, ref_scores in zip(queries, all_scores):
+        rows, scores = ours.search(q, 10)
+        top = ref.get_top_n(q, list(range(len(corpus))), 10)
+        # identical up to the order of exactly tied scores
+        assert sorted(np.round(ref_scores[top], 9)) == sorted(np.round(scores, 9))
+        assert set(rows) == set(top) or len(set(np.round(ref_scores[top], 9))) < 10
+
+
+def test_epsilon_floor_for_negative_idf():
+    # "common" is in 3 of 4 documents: log(4 - 3 + .5) - log(3 + .5) < 0, so okapi floors it.
+    corpus = [["common", "a"], ["common", "b"], ["common", "c"], ["d"]]
+    ours = BM25Scorer(BM25Stats.build(corpus), BM25Config(epsilon=0.25))
+    ref = rank_bm25.BM25Okapi(corpus, epsilon=0.25)
+    np.testing.assert_allclose(ours.get_scores(["common"]), ref.get_scores(["common"]), atol=1e-12)
+    assert ours.idf[ours.stats.term_ids["common"]] > 0
+
+
+def test_lucene_idf_always_positive_where_rank_bm25_gives_zero():
+    # Two documents, the term in one: rank-bm25's okapi idf is log(1.5) - log(1.5) = 0, so the match scores 0.
+    corpus = [["apple", "pie"], ["banana", "split"]]
+    assert rank_bm25.BM25Okapi(corpus).get_scores(["apple"]).max() == 0
+    lucene = BM25Scorer(BM25Stats.build(corpus), BM25Config(variant="lucene"))
+    rows, scores = lucene.search(["apple"], 5)
+    assert rows.tolist() == [0] and scores[0] > 0
+
+
+def test_repeated_query_terms_count_twice_and_unknown_terms_add_nothing(scifact_tokens):
+    corpus, _ = scifact_tokens
+    s = BM25Scorer(BM25Stats.build(corpus))
+    once, twice = s.get_scores(["cancer"]), s.get_scores(["cancer", "cancer", "zzzunknownzzz"])
+    np.testing.assert_allclose(twice, 2 * once)
+
+
+def test_search_batch_equals_single_search(scifact_tokens):
+    corpus, queries = scifact_tokens
+    for variant in ("okapi", "bm25l", "bm25plus", "lucene"):
+        s = BM25Scorer(BM25Stats.build(corpus), BM25Config(variant=variant))
+        for (r1, s1), q in zip(s.search_batch(queries, 10), queries):
+            r2, s2 = s.search(q, 10)
+            assert r1.tolist() == r2.tolist()
+            np.testing.assert_allclose(s1, s2, atol=1e-9)
+
+
+def test_search_returns_only_matching_documents_and_handles_empty_query():
+    s = BM25Scorer(BM25Stats.build([["a"], ["b"], ["a", "a"]]))
+    rows, _ = s.search(["a"], 10)
+    assert sorted(rows.tolist()) == [0, 2]
+    assert len(s.search([], 10)[0]) == 0 and len(s.search(["zzz"], 10)[0]) == 0
+
+
+def test_ties_broken_by_row():
+    s = BM25Scorer(BM25Stats.build([["x", "y"], ["x", "y"], ["x", "y"]]))
+    assert s.search(["x"], 2)[0].tolist() == [0, 1]
+
+
+def test_save_load_roundtrip(tmp_path, scifact_tokens):
+    corpus, queries = scifact_tokens
+    stats = BM25Stats.build(corpus[:200])
+    stats.save(tmp_path)
+    loaded = BM25Stats.load(tmp_path)
+    assert loaded.vocab == stats.vocab
+    np.testing.assert_array_equal(BM25Scorer(loaded).get_scores(queries[0]), BM25Scorer(stats).get_scores(queries[0]))
+
+
+def test_doc_tokens_rebuilds_bags_of_words():
+    stats = BM25Stats.build([["b", "a", "b"], [], ["c"]])
+    assert [sorted(t) for t in stats.doc_tokens()] == [["a", "b", "b"], [], ["c"]]
