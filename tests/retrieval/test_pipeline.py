@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from index.builder import build_index
+from retrieval import SearchPipeline, SearchResult
+from retrieval.config import load_config
+from tests.conftest import SAMPLE_CORPUS, pipeline_config
+
+
+@pytest.fixture(scope="module")
+def pipe(sample_index, tiny_bi_encoder):
+    return SearchPipeline.from_config(pipeline_config(sample_index, tiny_bi_encoder))
+
+
+def test_query_returns_documents_with_per_stage_scores(pipe):
+    results = pipe.query("why does the sea have tides", top_k=5)
+    assert pipe.stages == ["bm25", "dense", "hybrid"]
+    assert len(results) == 5 and all(isinstance(r, SearchResult) for r in results)
+    assert [r.rank for r in results] == [1, 2, 3, 4, 5]
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    top = results[0]
+    assert top.doc_id == "tides"  # BM25 alone puts it first; the fusion keeps it there with a random encoder
+    assert top.title == "Why the sea has tides" and "Moon" in top.text
+    assert set(top.stages) >= {"bm25", "hybrid"}
+    assert top.stages["hybrid"].rank == 1 and top.stages["hybrid"].score == top.score
+    assert json.loads(json.dumps(top.to_dict()))["stages"]["hybrid"]["rank"] == 1
+
+
+def test_query_batch_equals_single_queries(pipe):
+    queries = ["coffee brewing temperature", "volcano eruption lava", "git branches and merging"]
+    batch = pipe.query_batch(queries, top_k=4)
+    for q, results in zip(queries, batch):
+        single = pipe.query(q, top_k=4)
+        assert [r.doc_id for r in results] == [r.doc_id for r in single]
+        assert [r.score for r in results] == pytest.approx([r.score for r in single])
+
+
+def test_retrieve_each_stage(pipe):
+    for stage in ("dense", "hybrid"):
+        (ranked,) = pipe.retrieve(["honeybee waggle dance"], stage=stage, top_k=3)
+        assert len(ranked) == 3
+    # BM25 returns only documents that contain a query term
+    assert pipe.retrieve(["honeybee waggle dance"], stage="bm25")[0][0][0] == "honeybees"
+    with pytest.raises(ValueError, match="stage 'rerank' is not available"):
+        pipe.retrieve(["x"], stage="rerank")
+
+
+def test_from_yaml_with_weighted_fusion(tmp_path, sample_index, tiny_bi_encoder):
+    cfg = pipeline_config(sample_index, tiny_bi_encoder)
+    cfg["first_stage"]["fusion"] = {"method": "weighted", "normalization": "zscore", "weights": {"bm25": 1, "dense": 0}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    pipe = SearchPipeline.from_yaml(path)
+    hybrid = [d for d, _ in pipe.retrieve(["sourdough starter yeast"], stage="hybrid", top_k=3)[0]]
+    bm25 = [d for d, _ in pipe.retrieve(["sourdough starter yeast"], stage="bm25", top_k=3)[0]]
+    assert len(bm25) >= 1 and hybrid[: len(bm25)] == bm25  # dense weight 0: BM25's matches first, in its order
+
+
+def test_bm25_only_index_and_config(tmp_path):
+    cfg = load_config({"index": {"path": str(tmp_path / "i")}, "first_stage": {"dense": {"enabled": False}}})
+    build_index(SAMPLE_CORPUS, tmp_path / "i", cfg.build_config(), show_progress=False)
+    pipe = SearchPipeline(cfg)
+    assert pipe.stages == ["bm25"]
+    assert pipe.query("aluminium recycling energy", top_k=1)[0].doc_id == "recycling-aluminium"
+
+
+def test_chunked_index_returns_documents_scored_by_best_passage(tmp_path, tiny_bi_encoder):
+    corpus = tmp_path / "c.jsonl"
+    filler = " ".join(f"filler{i}" for i in range(80))
+    corpus.write_text(
+        json.dumps({"_id": "long", "title": "", "text": f"{filler} zebra giraffe savanna {filler}"}) + "\n"
+        + json.dumps({"_id": "other", "title": "", "text": "zebra crossing in the city"}) + "\n")
+    raw = pipeline_config(tmp_path / "i", tiny_bi_encoder)
+    raw["index"]["chunking"] = {"max_words": 30, "overlap": 5}
+    cfg = load_config(raw)
+    build_index(corpus, tmp_path / "i", cfg.build_config(), show_progress=False)
+    pipe = SearchPipeline(cfg)
+    results = pipe.query("zebra giraffe savanna", top_k=5)
+    assert [r.doc_id for r in results][0] == "long"
+    assert {r.doc_id for r in results} == {"long", "other"}  # documents, not passages
+    assert "#" not in results[0].doc_id and results[0].text.startswith("filler0")
+
+
+def test_rerank_stage_keeps_first_stage_scores(sample_index, tiny_bi_encoder, tiny_cross_encoder):
+    raw = pipeline_config(sample_index, tiny_bi_encoder)
+    raw["rerank"] = {"model": str(tiny_cross_encoder), "top_n": 5, "batch_size": 4}
+    pipe = SearchPipeline.from_config(raw)
+    assert pipe.stages == ["bm25", "dense", "hybrid", "rerank"]
+    results = pipe.query("how do vaccines work", top_k=8)
+    assert len(results) == 8
+    assert all("rerank" in r.stages and "hybrid" in r.stages for r in results)
+    assert [r.stages["rerank"].rank for r in results] == list(range(1, 9))
+    # the top_n re-scored candidates come first; the rest keep their first-stage order below them
+    head = {d for d, _ in pipe.retrieve(["how do vaccines work"], stage="hybrid", top_k=5)[0]}
+    assert {r.doc_id for r in results[:5]} == head
+    tail = [r.stages["hybrid"].rank for r in results[5:]]
+    assert tail == sorted(tail)
+
+
+def test_rerank_interpolation_one_reproduces_first_stage(sample_index, tiny_bi_encoder, tiny_cross_encoder):
+    raw = pipeline_config(sample_index, tiny_bi_encoder)
+    raw["rerank"] = {"model": str(tiny_cross_encoder), "top_n": 10, "interpolation": 1.0}
+    pipe = SearchPipeline.from_config(raw)
+    q = ["photosynthesis light energy"]
+    assert [d for d, _ in pipe.retrieve(q, stage="rerank", top_k=10)[0]] == \
+        [d for d, _ in pipe.retrieve(q, stage="hybrid", top_k=10)[0]]
+
+
+@pytest.mark.slow
+def test_default_config_with_real_bundled_bi_encoder(tmp_path):
+    """Quality check with real weights: the bundled all-MiniLM-L6-v2 finds paraphrased answers."""
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "hybrid.yaml")
+    cfg.index.path = tmp_path / "idx"
+    build_index(SAMPLE_CORPUS, cfg.index.path, cfg.build_config(), show_progress=False)
+    pipe = SearchPipeline(cfg)
+    # few shared words with the target documents: the dense stage has to carry these
+    expected = {"microbes that survive medicine": "antibiotics", "why the moon moves the oceans": "tides",
+                "electricity from sunshine": "solar-panels", "bread made with wild yeast": "sourdough"}
+    dense = pipe.retrieve(list(expected), stage="dense", top_k=1)
+    assert [r[0][0] for r in dense] == list(expected.values())
+    assert [r[0].doc_id for r in pipe.query_batch(list(expected), top_k=1)] == list(expected.values())
