@@ -1,0 +1,272 @@
+"""Fine-tuning a cross-encoder with sentence-transformers' `CrossEncoderTrainer`.
+
+The caller supplies queries, judgments and first-stage candidates (hard negatives come from the project's own
+first stage, mined by `scripts/train_reranker.py`); this module turns them into training examples, carves a dev
+split, trains, scores the dev split, and writes a normal CrossEncoder directory with a model card.
+
+Example:
+    >>> from rerank.training import TrainingConfig, build_examples, train_cross_encoder
+    >>> examples = build_examples(queries, qrels, candidates, doc_text, negatives=3)  # doctest: +SKIP
+    >>> model = train_cross_encoder(examples, "bundled:all-MiniLM-L6-v2", "/tmp/my-reranker")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from index.documents import Document
+from index.models import load_model
+
+logger = logging.getLogger(__name__)
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+
+
+@dataclass
+class Example:
+    query: str
+    positive: str
+    negatives: list[str]
+
+
+@dataclass
+class TrainingConfig:
+    epochs: float = 1.0
+    batch_size: int = 16
+    learning_rate: float = 7e-5
+    warmup_ratio: float = 0.1
+    max_length: int = 256
+    loss: Literal["mnrl", "bce"] = "mnrl"
+    scale: float = 10.0
+    seed: int = 42
+    bf16: bool = True
+    max_steps: int = -1
+    logging_steps: int = 20
+
+
+@dataclass
+class ModelCard:
+    base_model: str
+    training_data: str
+    examples: int
+    steps: int
+    loss: str
+    config: dict[str, Any]
+    dev_metrics: dict[str, Any] = field(default_factory=dict)
+    date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def split_dev(query_ids: Iterable[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded, reproducible train/dev split of query ids (the dev part is used for model selection only)."""
+    ids = sorted(query_ids)
+    rng = random.Random(seed)
+    dev = set(rng.sample(ids, k=round(fraction * len(ids)))) if fraction > 0 else set()
+    return [q for q in ids if q not in dev], [q for q in ids if q in dev]
+
+
+def pseudo_queries(docs: Iterable[Document], seed: int, titles: bool = True,
+                   sentences: bool = True) -> list[tuple[str, str, str]]:
+    """Label-free training signal from any corpus: `(query, doc_id, positive_text)` triples.
+
+    A title is a query for its own text; one sentence from the second half of a text is a query for the rest.
+    """
+    rng = random.Random(seed)
+    out: list[tuple[str, str, str]] = []
+    for doc in docs:
+        if titles and doc.title.strip() and len(doc.text.split()) >= 30:
+            out.append((doc.title.strip(), doc.doc_id, doc.text))
+        if sentences:
+            parts = [s for s in _SENTENCE.split(doc.text) if 8 <= len(s.split()) <= 45]
+            if len(parts) >= 3:
+                sentence = rng.choice(parts[len(parts) // 2:])
+                rest = doc.text.replace(sentence, " ").strip()
+                out.append((sentence, doc.doc_id, f"{doc.title} {rest}".strip()))
+    return out
+
+
+def build_examples(queries: Mapping[str, str], positives: Mapping[str, Sequence[str]],
+                   candidates: Mapping[str, Sequence[str]], doc_text: Callable[[str], str], negatives: int,
+                   seed: int, positive_text: Mapping[str, str] | None = None,
+                   skip_top: int = 0) -> list[Example]:
+    """One example per (query, positive): hard negatives sampled from the query's first-stage candidates
+    (judged positives excluded, the first `skip_top` skipped to avoid unjudged relevant documents)."""
+    rng = random.Random(seed)
+    all_ids = sorted({d for c in candidates.values() for d in c})
+    out = []
+    for qid in sorted(queries):
+        pos = list(positives.get(qid, []))
+        if not pos:
+            continue
+        excluded = set(pos)
+        pool = [d for d in candidates.get(qid, []) if d not in excluded][skip_top:]
+        for p in pos:
+            negs = rng.sample(pool, min(negatives, len(pool)))
+            while len(negs) < negatives and all_ids:
+                d = rng.choice(all_ids)
+                if d not in excluded and d not in negs:
+                    negs.append(d)
+            text = positive_text[qid] if positive_text and qid in positive_text else doc_text(p)
+            out.append(Example(queries[qid], text, [doc_text(d) for d in negs]))
+    rng.shuffle(out)
+    return out
+
+
+def _dataset(examples: Sequence[Example], config: TrainingConfig):
+    from datasets import Dataset
+
+    if config.loss == "mnrl":
+        n = min(len(e.negatives) for e in examples)
+        cols: dict[str, list[str]] = {"query": [e.query for e in examples], "positive": [e.positive for e in examples]}
+        for k in range(n):
+            cols[f"negative_{k + 1}"] = [e.negatives[k] for e in examples]
+        return Dataset.from_dict(cols)
+    rows: dict[str, list[Any]] = {"query": [], "document": [], "label": []}
+    for e in examples:
+        for text, label in [(e.positive, 1.0)] + [(n, 0.0) for n in e.negatives]:
+            rows["query"].append(e.query)
+            rows["document"].append(text)
+            rows["label"].append(label)
+    return Dataset.from_dict(rows)
+
+
+def train_cross_encoder(examples: Sequence[Example], base: str, output: str | Path,
+                        config: TrainingConfig | None = None, init: Any | None = None):
+    """Train from `base` (a CrossEncoder or a plain encoder body: a new 1-label head is added) and save."""
+    import torch
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+        losses,
+    )
+
+    config = config or TrainingConfig()
+    if not examples:
+        raise ValueError("no training examples: the queries have no judged positives in this split")
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    model = init or load_model(base, "cross-encoder", CrossEncoder, num_labels=1, max_length=config.max_length,
+                               device="cpu")
+    model.max_length = config.max_length
+    dataset = _dataset(examples, config)
+    if config.loss == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model, num_negatives=len(dataset.column_names) - 2,
+                                                   scale=config.scale)
+    else:
+        negatives = max(1, len(examples[0].negatives))
+        loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(negatives)))
+    output = Path(output)
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(output / "checkpoints"), num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        bf16=config.bf16, logging_steps=config.logging_steps,
+        save_strategy="no", seed=config.seed, data_seed=config.seed, report_to="none", dataloader_drop_last=True,
+        use_cpu=not torch.cuda.is_available(),
+        batch_sampler="no_duplicates" if config.loss == "mnrl" else "batch_sampler",
+    )
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+    trainer.train()
+    model.training_steps = trainer.state.global_step
+    model.training_loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return model
+
+
+def save_fp16(model, output: str | Path) -> None:
+    """Save as a CrossEncoder directory with fp16 safetensors (half the size; loaded back as fp32 on CPU)."""
+    import torch
+
+    output = Path(output)
+    model.save_pretrained(str(output))
+    from safetensors.torch import load_file, save_file
+
+    for file in output.rglob("*.safetensors"):
+        tensors = load_file(str(file))
+        save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}, str(file),
+                  metadata={"format": "pt"})
+    for leftover in (output / "checkpoints",):
+        if leftover.exists():
+            import shutil
+
+            shutil.rmtree(leftover)
+
+
+def rerank_runs(score: Callable[[list[tuple[str, str]]], np.ndarray], queries: Mapping[str, str],
+                candidates: Mapping[str, Sequence[tuple[str, float]]], doc_text: Callable[[str], str], top_n: int,
+                weights: Sequence[float]) -> dict[float, dict[str, dict[str, float]]]:
+    """Runs for each interpolation weight w (of the min-max normalized first-stage score; 0 = reranker alone)."""
+    qids = sorted(queries)
+    pairs, spans = [], []
+    for q in qids:
+        start = len(pairs)
+        pairs += [(queries[q], doc_text(d)) for d, _ in candidates[q][:top_n]]
+        spans.append((start, len(pairs)))
+    scores = np.asarray(score(pairs), dtype=np.float64)
+    runs: dict[float, dict[str, dict[str, float]]] = {w: {} for w in weights}
+    for q, (s, e) in zip(qids, spans):
+        head = candidates[q][:top_n]
+        if not head:
+            continue
+        ce, fs = _minmax(scores[s:e]), _minmax(np.array([x for _, x in head], dtype=np.float64))
+        for w in weights:
+            final = (1 - w) * ce + w * fs
+            runs[w][q] = {d: float(v) for (d, _), v in zip(head, final)}
+            # candidates below top_n stay below every re-scored one, in first-stage order
+            for i, (d, _) in enumerate(candidates[q][top_n:]):
+                runs[w][q][d] = -1.0 - i
+    return runs
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = (x.min(), x.max()) if len(x) else (0.0, 0.0)
+    return np.ones_like(x) if hi == lo else (x - lo) / (hi - lo)
+
+
+def ndcg10(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]]) -> float:
+    import pytrec_eval
+
+    judged = {q: dict(v) for q, v in qrels.items() if q in run}
+    evaluator = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10"})
+    res = evaluator.evaluate({q: dict(run[q]) for q in judged})
+    return float(np.mean([res[q]["ndcg_cut_10"] for q in judged])) if judged else 0.0
+
+
+def write_model_card(output: str | Path, card: ModelCard, extra_markdown: str = "") -> None:
+    output = Path(output)
+    (output / "training_info.json").write_text(json.dumps(asdict(card), indent=2, default=str), encoding="utf-8")
+    dev = "\n".join(f"| {k} | {v} |" for k, v in card.dev_metrics.items())
+    text = f"""---
+library_name: sentence-transformers
+pipeline_tag: text-ranking
+tags: [cross-encoder, reranker]
+base_model: {card.base_model}
+---
+
+# Cross-encoder reranker
+
+Trained with `scripts/train_reranker.py` on {card.date}.
+
+- Base model: `{card.base_model}` (a new one-label head on its encoder body)
+- Training data: {card.training_data}
+- Examples: {card.examples:,}; optimizer steps: {card.steps:,}; loss: {card.loss}
+- Settings: `{json.dumps(card.config)}`
+
+## Dev-split metrics (carved from the training split; never the test split)
+
+| metric | value |
+|---|---|
+{dev}
+{extra_markdown}
+"""
+    (output / "README.md").write_text(text, encoding="utf-8")
