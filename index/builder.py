@@ -52,6 +52,14 @@ def _temp_name(target: Path, kind: str) -> Path:
     return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def _test_pause(phase: str) -> None:
+    """Test hook (crash-safety tests only): with TWOSTAGE_TEST_PAUSE_AT=<phase>, print a marker and wait to be
+    killed. Phases: read, bm25, dense, manifest (all before the swap), swapped (after it, before cleanup)."""
+    if os.environ.get("TWOSTAGE_TEST_PAUSE_AT") == phase:
+        print(f"TWOSTAGE_PAUSED {phase}", flush=True)
+        time.sleep(600)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -109,6 +117,7 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         os.rename(tmp, target)
         return
     if _exchange(tmp, target):
+        _test_pause("swapped")
         shutil.rmtree(tmp)  # now holds the previous index
         return
     # Fallback: two renames; a crash between them leaves the old index at `.name.old-*`, which the next build
@@ -162,6 +171,7 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, encoder: Encoder |
     analyzer = Analyzer(config.bm25.analyzer)
     writer = StoreWriter(tmp, chunked=config.chunking is not None)
     tokens: list[list[str]] = []
+    terms: dict[str, str] = {}  # one string object per distinct term keeps the token lists small
     dense_texts: list[str] = []
     docs = read_corpus(corpus, config.corpus, stats)
     for doc in tqdm(docs, desc="reading", unit="doc", disable=not show_progress):
@@ -170,10 +180,11 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, encoder: Encoder |
         for p in passages:
             joined = f"{p.title}\n{p.text}" if p.title else p.text
             if config.bm25.enabled:
-                tokens.append(analyzer.tokenize(joined))
+                tokens.append([terms.setdefault(t, t) for t in analyzer.tokenize(joined)])
             if config.dense.enabled:
                 dense_texts.append(joined[: 512 * CHARS_PER_TOKEN_CAP])
     files = [writer.close()]
+    _test_pause("read")
     manifest: dict = {
         "library_version": LIBRARY_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -187,7 +198,8 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, encoder: Encoder |
         files += bm25.save(tmp)
         manifest["components"].append("bm25")
         manifest["counts"]["vocabulary"] = len(bm25.vocab)
-        del tokens
+        del tokens, terms
+        _test_pause("bm25")
     if config.dense.enabled:
         encoder = encoder or Encoder(config.dense.model, config.dense)
         emb = encoder.encode_documents(dense_texts, show_progress=show_progress)
@@ -196,5 +208,7 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, encoder: Encoder |
         manifest["components"].append("dense")
         manifest["models"] = {"dense": config.dense.model}
         manifest["embedding_dim"] = int(emb.shape[1])
+        _test_pause("dense")
     write_manifest(tmp, manifest, files)
+    _test_pause("manifest")
     return BuildReport(tmp, stats.documents, writer.rows, stats.skipped_empty, 0.0, 0)

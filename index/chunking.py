@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -30,14 +31,18 @@ def chunk_document(doc: Document, config: ChunkingConfig | None) -> Iterator[Pas
     if config is None:
         yield Passage(doc.doc_id, doc.doc_id, doc.title, doc.text)
         return
-    spans = [m.span() for m in _WORD.finditer(doc.text)]
-    if len(spans) <= config.max_words:
+    # Word boundaries as two int arrays, not a tuple per word: a 20 MB document has millions of words.
+    starts, ends = array("q"), array("q")
+    for m in _WORD.finditer(doc.text):
+        starts.append(m.start())
+        ends.append(m.end())
+    if len(starts) <= config.max_words:
         yield Passage(f"{doc.doc_id}#0", doc.doc_id, doc.title, doc.text)
         return
     step = config.max_words - config.overlap
-    for n, start in enumerate(range(0, len(spans) - config.overlap, step)):
-        window = spans[start : start + config.max_words]
-        yield Passage(f"{doc.doc_id}#{n}", doc.doc_id, doc.title, doc.text[window[0][0] : window[-1][1]])
+    for n, start in enumerate(range(0, len(starts) - config.overlap, step)):
+        last = min(start + config.max_words, len(starts)) - 1
+        yield Passage(f"{doc.doc_id}#{n}", doc.doc_id, doc.title, doc.text[starts[start] : ends[last]])
 
 
 def chunk_documents(docs: Iterable[Document], config: ChunkingConfig | None) -> Iterator[Passage]:

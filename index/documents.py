@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from index.config import CorpusConfig
 logger = logging.getLogger(__name__)
 
 FOLDER_SUFFIXES = (".txt", ".md")
+# JSON may spell unpaired UTF-16 surrogates ("\\ud800"); such strings cannot be stored or tokenized.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CorpusError(ValueError):
@@ -126,7 +129,11 @@ def _field(record: dict[str, Any], name: str, where: str, *, required: bool, fal
         return ""
     if isinstance(value, (dict, list)):
         raise CorpusError(f"{where}: field {name!r} must be a string or number, not {type(value).__name__}")
-    return str(value)
+    value = str(value)
+    if _SURROGATE.search(value):
+        raise CorpusError(f"{where}: field {name!r} holds an unpaired surrogate escape (like \\ud800), which is "
+                          "not valid Unicode; fix the text at its source")
+    return value
 
 
 def _make_document(record: dict[str, Any], config: CorpusConfig, where: str) -> Document:
@@ -141,6 +148,9 @@ def _make_document(record: dict[str, Any], config: CorpusConfig, where: str) -> 
     nested = metadata.pop("metadata", None)
     if isinstance(nested, dict):
         metadata.update(nested)
+    if metadata and _SURROGATE.search(json.dumps(metadata, ensure_ascii=False, default=str)):
+        raise CorpusError(f"{where}: a metadata field holds an unpaired surrogate escape (like \\ud800), which is "
+                          "not valid Unicode; fix the text at its source")
     return Document(doc_id=doc_id, text=text, title=title, metadata=metadata)
 
 

@@ -82,7 +82,12 @@ def load_model(name: str, kind: str, loader: Any, **kwargs: Any) -> Any:
     try:
         return loader(resolved, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
-        if resolved != name:  # a local or bundled model: the failure is real, not a network problem
+        if resolved != name or Path(resolved).is_dir():  # local or bundled: the failure is real, not the network
+            if "trust_remote_code" in str(exc):
+                raise ModelNotAvailableError(
+                    f"{kind} model {name!r} ships its own Python code, which is not run unless the config sets "
+                    "trust_remote_code: true (do that only for a model whose code you trust)"
+                ) from exc
             raise ModelNotAvailableError(f"cannot load {kind} model {name!r} from {resolved}: {exc}") from exc
         raise ModelNotAvailableError(
             f"cannot load {kind} model {name!r}: it is not a local directory and could not be fetched from the "

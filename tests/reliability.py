@@ -1,0 +1,38 @@
+"""Helpers shared by the reliability tests (bad input, damaged indexes, crashes, threads)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from index.config import BuildConfig
+
+QUERIES = ["why does the ocean have tides", "bacteria resistant to drugs", "how long should adults sleep",
+           "cross-encoders rerank search results", "volcano eruption", "the", ""]
+
+
+def bm25_only(**extra) -> BuildConfig:
+    """A build config without the dense stage: no model to load, so builds take milliseconds."""
+    return BuildConfig.model_validate({"dense": {"enabled": False}, **extra})
+
+
+def bm25_pipeline_config(index_path: Path) -> dict:
+    return {"index": {"path": str(index_path)}, "first_stage": {"dense": {"enabled": False}}}
+
+
+def answers(pipe, queries: Sequence[str] = QUERIES, top_k: int = 10) -> list[list[tuple]]:
+    """Everything a caller sees of the results, as plain comparable values (exact floats)."""
+    return [[(r.doc_id, r.score, r.rank, r.title, r.text, tuple(sorted((k, v.score, v.rank) for k, v in
+                                                                        r.stages.items()))) for r in hits]
+            for hits in pipe.query_batch(list(queries), top_k=top_k)]
+
+
+def leftovers(target: Path) -> list[Path]:
+    """Hidden temp/old directories that builds of `target` put beside it."""
+    return sorted(target.parent.glob(f".{target.name}.*"))
+
+
+def copy_index(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
