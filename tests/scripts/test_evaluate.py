@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import runpy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.beir_data import QUERIES, write_beir
+from tests.conftest import ROOT, pipeline_config
+
+SCRIPT = ROOT / "scripts" / "evaluate.py"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_bi_encoder):
+    """A tiny BEIR folder and a config (BM25 + tiny bi-encoder) written to disk."""
+    root = tmp_path_factory.mktemp("evaluate")
+    data = write_beir(root / "tiny")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(pipeline_config(root / "unused", tiny_bi_encoder)))
+    return root, data, config
+
+
+def run_script(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the script in this process (same code path as the command line, without a new interpreter)."""
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_builds_caches_and_reports(tiny, tmp_path):
+    root, data, config = tiny
+    cache, out = tmp_path / "cache", tmp_path / "report.json"
+    cmd = [sys.executable, str(SCRIPT), "--config", str(config), "--dataset", str(data), "--cache-dir", str(cache),
+           "--output", str(out), "--run-dir", str(tmp_path / "runs"), "--json", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report == json.loads(out.read_text())
+    assert (report["dataset"], report["split"], report["num_queries"]) == ("tiny", "test", len(QUERIES))
+    assert list(report["stages"]) == ["bm25", "dense", "hybrid"]
+    for metrics in report["stages"].values():
+        assert set(metrics) == {"ndcg@10", "mrr@10", "map@100", "p@10"}  # top_k 20 < 24 docs: no deep recall
+        assert all(0 <= v <= 1 for v in metrics.values())
+    assert {"load", "index", "bm25", "dense", "hybrid"} <= set(report["seconds"])
+    assert report["issues"]["unjudged_queries"] == 1
+    assert set(report["significance"]) == {"dense", "hybrid"}
+    assert report["significance"]["hybrid"]["baseline"] == "bm25"
+    assert 0 <= report["significance"]["hybrid"]["p_value"] <= 1
+    (index,) = cache.iterdir()
+    assert report["index"] == str(index)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [f"tiny-test-{s}.trec"
+                                                                     for s in ("bm25", "dense", "hybrid")]
+
+
+def test_table_and_index_reuse(tiny, sample_index, monkeypatch, capsys):
+    root, data, config = tiny
+    code, out, err = run_script(monkeypatch, capsys, "--config", str(config), "--dataset", str(data),
+                                "--index", str(sample_index), "--stages", "bm25,hybrid", "--max-queries", "3",
+                                "--quiet")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("tiny / test: 3 queries")
+    assert lines[1].split() == ["ndcg@10", "mrr@10", "map@100", "p@10", "seconds"]
+    assert [ln.split()[0] for ln in lines[3:5]] == ["bm25", "hybrid"]
+    assert lines[5].startswith("hybrid vs bm25 on ndcg@10: ") and "(t-test, n=3)" in lines[5]
+
+
+def test_unknown_qrels_ids_are_reported_not_fatal(tiny, sample_index, tmp_path, monkeypatch, capsys, caplog):
+    root, _, config = tiny
+    data = write_beir(tmp_path / "odd", extra_qrels="ghost\ttides\t1\nq1\tno-such-doc\t1\n")
+    code, out, err = run_script(monkeypatch, capsys, "--config", str(config), "--dataset", str(data),
+                                "--index", str(sample_index), "--stages", "bm25", "--json")
+    assert code == 0, err
+    issues = json.loads(out)["issues"]
+    assert (issues["unknown_query_rows"], issues["unknown_document_rows"]) == (1, 1)
+    assert "not in queries.jsonl" in caplog.text and "not in the corpus" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no-split", "error: .*no qrels/dev.tsv for split 'dev'; splits available: test"),
+        ("not-beir", "error: .*is not a BEIR dataset folder: no corpus.jsonl"),
+        ("empty-split", "error: .*the 'test' split has no judgments"),
+        ("rerank", "error: stage 'rerank' is not available in this pipeline .*available: bm25, dense, hybrid"),
+        ("max-queries", "error: max_queries must be a positive integer, got 0"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(case, message, tiny, sample_index, tmp_path, monkeypatch, capsys):
+    root, data, config = tiny
+    args = ["--config", str(config), "--dataset", str(data), "--index", str(sample_index), "--quiet"]
+    if case == "no-split":
+        args += ["--split", "dev"]
+    elif case == "not-beir":
+        (tmp_path / "notes.txt").write_text("hello")
+        args[3] = str(tmp_path)
+    elif case == "empty-split":
+        args[3] = str(write_beir(tmp_path / "empty", queries={}))
+    elif case == "rerank":
+        args += ["--stages", "bm25,rerank"]
+    else:
+        args += ["--max-queries", "0"]
+    code, out, err = run_script(monkeypatch, capsys, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.match(message, err.strip()), err
