@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import types
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+
+def _flat_types(annotation: Any) -> set[Any]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return set().union(*(_flat_types(a) for a in get_args(annotation)))
+    return {annotation}
 
 
 class StrictModel(BaseModel):
     """Base for every config block: typos are errors, not silently ignored settings."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic would read true/false as 1/0; in YAML that is a slip (`top_k: yes`), not a number.
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kinds = _flat_types(cls.model_fields[info.field_name].annotation)
+            if bool not in kinds and kinds & {int, float}:
+                raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+        return value
 
 
 class AnalyzerConfig(StrictModel):

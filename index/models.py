@@ -70,7 +70,9 @@ def resolve_model(name: str) -> str:
 def offline_hint(kind: str) -> str:
     if kind == "cross-encoder":
         from_bundle = [m for m in bundled_models() if m != BUNDLED_BI_ENCODER]
-        alt = from_bundle[0] if from_bundle else "a local model directory"
+        if not from_bundle:
+            return "without internet, use a local model directory (a saved CrossEncoder)"
+        alt = from_bundle[0]
     else:
         alt = BUNDLED_BI_ENCODER
     return f"without internet, use the offline model {alt!r}"

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ class FusionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _weights_make_sense(self) -> FusionConfig:
+        if not all(math.isfinite(w) for w in self.weights.values()):
+            raise ValueError(f"fusion weights must be finite numbers, got {self.weights}")
         if any(w < 0 for w in self.weights.values()):
             raise ValueError(f"fusion weights must be >= 0, got {self.weights}")
         if sum(self.weights.values()) <= 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from retrieval.retrievers import BM25Retriever, DenseRetriever
 logger = logging.getLogger(__name__)
 
 STAGES = ("bm25", "dense", "hybrid", "rerank")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and unpaired surrogates (not Unicode text; tokenizers reject them), become spaces.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 # Passages fetched per wanted document when the index is chunked (several passages can share a document).
 _CHUNK_FETCH_FACTOR = 3
 
@@ -247,8 +248,10 @@ class SearchPipeline:
                     _single: bool = False) -> list[list[SearchResult]]:
         """Results for many queries (batched encoding). A non-string anywhere raises TypeError naming its
         position before any work is done; empty queries get []."""
-        if isinstance(texts, str):
+        if isinstance(texts, (str, bytes)):
             raise TypeError("query_batch takes a list of strings; use query() for a single string")
+        if not isinstance(texts, Iterable):
+            raise TypeError(f"query_batch takes a list of strings, not {type(texts).__name__}")
         top_k = self.config.output.top_k if top_k is None else top_k
         self._check_top_k(top_k)
         clean = [self._clean(t, None if _single else i) for i, t in enumerate(texts)]

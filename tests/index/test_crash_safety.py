@@ -1,0 +1,141 @@
+"""Crash safety: scripts/build_index.py is SIGKILLed at each phase of a rebuild over an existing index; the old
+index must still load (sha256 verified) and answer exactly as before (or, once swapped, the new one exactly as a
+clean build does), and the next build must clean up the leftovers.
+
+The kill points come from the builder's test hook: TWOSTAGE_TEST_PAUSE_AT=<phase> prints a marker and sleeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import index.builder as builder
+from index.builder import build_index, clean_leftovers
+from index.directory import IndexDirectory
+from retrieval import SearchPipeline
+from retrieval.config import load_config
+from tests.conftest import ROOT, SAMPLE_CORPUS, pipeline_config
+from tests.reliability import answers, copy_index, leftovers
+
+BEFORE_SWAP = ["read", "bm25", "dense", "manifest"]
+KILL_POINTS = [*BEFORE_SWAP, "swapped"]
+NEW_DOC = {"_id": "new-doc", "title": "Glaciers", "text": "Glaciers carve valleys as the ice moves downhill."}
+QUERIES = ["why does the ocean have tides", "glaciers carve valleys", "bacteria resistant to drugs", "ice"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_bi_encoder):
+    """The old index (sample corpus), the new corpus (one more document), a YAML config, and both answer sets."""
+    tmp = tmp_path_factory.mktemp("crash")
+    config = pipeline_config(tmp / "unused", tiny_bi_encoder)
+    config_file = tmp / "config.yaml"
+    config_file.write_text(yaml.safe_dump({"first_stage": config["first_stage"]}))
+    new_corpus = tmp / "new.jsonl"
+    new_corpus.write_text(SAMPLE_CORPUS.read_text() + json.dumps(NEW_DOC) + "\n")
+    build = load_config(config).build_config()
+    result = {"config": config, "config_file": config_file, "new_corpus": new_corpus, "build": build}
+    for name, corpus in (("old", SAMPLE_CORPUS), ("new", new_corpus)):
+        build_index(corpus, tmp / name, build, show_progress=False)
+        result[name] = tmp / name
+        result[f"{name}_answers"] = _answers(tmp / name, config)
+    assert result["old_answers"] != result["new_answers"]
+    return result
+
+
+def _answers(index_path: Path, config: dict) -> list:
+    IndexDirectory.load(index_path, verify=True)
+    return answers(SearchPipeline.from_config({**config, "index": {"path": str(index_path)}}), QUERIES)
+
+
+def _start_build(setup, target: Path, phase: str) -> subprocess.Popen:
+    env = {**os.environ, "TWOSTAGE_TEST_PAUSE_AT": phase, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(ROOT / "scripts" / "build_index.py"), "--quiet", "--config", str(setup["config_file"]),
+           "--corpus", str(setup["new_corpus"]), "--output", str(target)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_marker(proc: subprocess.Popen, phase: str) -> None:
+    for line in proc.stdout:
+        if line.strip() == f"TWOSTAGE_PAUSED {phase}":
+            return
+    proc.wait()
+    raise AssertionError(f"the build ended (rc={proc.returncode}) without pausing at {phase!r}: {proc.stderr.read()}")
+
+
+def test_sigkill_at_every_phase_never_loses_the_index(tmp_path, setup):
+    targets = {phase: copy_index(setup["old"], tmp_path / phase / "idx") for phase in KILL_POINTS}
+    procs = {phase: _start_build(setup, targets[phase], phase) for phase in KILL_POINTS}  # run side by side
+    try:
+        for phase, proc in procs.items():
+            _wait_for_marker(proc, phase)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+    for phase, target in targets.items():
+        left = leftovers(target)
+        assert len(left) == 1 and left[0].name.startswith(".idx.tmp-"), (phase, left)
+        expected = setup["new_answers"] if phase == "swapped" else setup["old_answers"]
+        assert _answers(target, setup["config"]) == expected, phase
+        # The next build cleans up after the killed one and puts the new index in place.
+        report = build_index(setup["new_corpus"], target, setup["build"], show_progress=False)
+        assert report.documents == 25
+        assert leftovers(target) == [], phase
+        assert _answers(target, setup["config"]) == setup["new_answers"], phase
+
+
+def test_crash_between_the_two_renames_of_the_fallback_swap(tmp_path, setup, monkeypatch):
+    """Where renameat2 is missing the swap is two renames; a crash between them leaves no index at the target for
+    a moment. The previous index is then at .idx.old-*, and the next build puts it back before anything else."""
+    target = copy_index(setup["old"], tmp_path / "idx")
+    monkeypatch.setattr(builder, "_exchange", lambda a, b: False)
+    real_rename = os.rename
+    calls = []
+
+    def crash_on_second_rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated crash")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(builder.os, "rename", crash_on_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(setup["new_corpus"], target, setup["build"], show_progress=False)
+    monkeypatch.setattr(builder.os, "rename", real_rename)
+    assert not target.exists()
+    (old,) = leftovers(target)
+    assert old.name.startswith(".idx.old-")
+    clean_leftovers(target)  # what the next build does first
+    assert leftovers(target) == []
+    assert _answers(target, setup["config"]) == setup["old_answers"]
+
+
+def test_a_failing_rebuild_after_a_crash_still_restores_the_old_index(tmp_path, setup):
+    """A leftover old index (crash mid-swap) and then a rebuild that fails on a bad corpus: the old one is back."""
+    target = tmp_path / "idx"
+    copy_index(setup["old"], tmp_path / f".idx.old-{_dead_pid()}-abcd1234")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a"}\n')
+    with pytest.raises(Exception, match=r"bad\.jsonl:1: missing field 'text'"):
+        build_index(bad, target, setup["build"], show_progress=False)
+    assert leftovers(target) == []
+    assert _answers(target, setup["config"]) == setup["old_answers"]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
