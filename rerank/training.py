@@ -48,6 +48,7 @@ class TrainingConfig:
     max_length: int = 256
     loss: Literal["mnrl", "bce"] = "mnrl"
     scale: float = 10.0
+    in_batch_negatives: int = 1  # mnrl: other queries' positives used as extra negatives
     seed: int = 42
     bf16: bool = True
     max_steps: int = -1
@@ -161,7 +162,7 @@ def train_cross_encoder(examples: Sequence[Example], base: str, output: str | Pa
     model.max_length = config.max_length
     dataset = _dataset(examples, config)
     if config.loss == "mnrl":
-        loss = losses.MultipleNegativesRankingLoss(model, num_negatives=len(dataset.column_names) - 2,
+        loss = losses.MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives,
                                                    scale=config.scale)
     else:
         negatives = max(1, len(examples[0].negatives))
