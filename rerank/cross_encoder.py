@@ -86,9 +86,12 @@ class CrossEncoderReranker:
         return contextlib.nullcontext()
 
     def token_lengths(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        enc = self.tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=False,
-                             add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False,
-                             verbose=False)
+        # A fast tokenizer's truncation/padding settings are shared state that each call resets: one at a time,
+        # or a thread scoring a batch finds truncation switched off under it.
+        with self._lock:
+            enc = self.tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=False,
+                                 add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False,
+                                 verbose=False)
         return np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(pairs))
 
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None,
