@@ -17,8 +17,9 @@ from index.manifest import IndexDirError
 from index.models import ModelNotAvailableError
 from retrieval.config import ConfigError
 
+# OSError covers missing files, permissions, a path under a regular file, a full disk: all the user's to fix.
 EXPECTED_ERRORS = (ConfigError, CorpusError, IndexDirError, ModelNotAvailableError, ValidationError, ValueError,
-                   TypeError, FileNotFoundError, PermissionError)
+                   TypeError, OSError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -123,7 +123,10 @@ def load_config(source: str | Path | dict[str, Any] | PipelineConfig, base_dir: 
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML ({where}{reason})") from None
         name, base = str(path), path.resolve().parent
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: the config must be a mapping of sections (index, first_stage, rerank, output)")

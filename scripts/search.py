@@ -24,7 +24,7 @@ def main(args) -> int:
                                                                 "dense": built.dense.model_dump()}})
     config.index.path = Path(args.index).expanduser().resolve()
     pipe = SearchPipeline(config)
-    results = pipe.query_batch(args.queries, top_k=args.top_k or config.output.top_k)
+    results = pipe.query_batch(args.queries, top_k=config.output.top_k if args.top_k is None else args.top_k)
     for query, hits in zip(args.queries, results):
         if args.json:
             cli.print_json({"query": query, "results": [
