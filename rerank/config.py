@@ -22,5 +22,15 @@ class RerankConfig(StrictModel):
         0.0, ge=0, le=1,
         description="weight of the (min-max normalized) first-stage score blended into the rerank score",
     )
-    backend: Literal["torch", "onnx"] = "torch"
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="onnx: an exported, fused (and by default int8) graph run by ONNX Runtime on CPU, "
+        "exported once and cached next to the model (see rerank/onnx_backend.py)",
+    )
+    quantization: Literal["int8", "none"] = Field(
+        "int8", description="onnx backend: dynamic int8 weights (per channel, VNNI-friendly) or the fused fp32 graph",
+    )
+    num_threads: int | None = Field(
+        None, ge=1, description="CPU threads for inference (onnx: this session; torch: torch.set_num_threads, "
+        "process-wide); default: the library's own choice",
+    )
     trust_remote_code: bool = False

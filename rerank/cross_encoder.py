@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from index.models import load_model, pick_device, pick_dtype
+from index.models import load_model, pick_device, pick_dtype, resolve_model
 from rerank.config import RerankConfig
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,25 @@ class CrossEncoderReranker:
         self.config = config
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(config.precision, self.device)
+        onnx = config.backend == "onnx"
+        if onnx:
+            if config.precision in ("fp16", "bf16"):
+                raise ValueError(f"precision {config.precision} is for the torch backend; the onnx backend runs "
+                                 "int8 or fp32 (set rerank.quantization: int8 or none)")
+            if self.device != "cpu":
+                logger.info("the onnx backend runs on the CPU (device %s is not used)", self.device)
+            self.device, self.dtype = "cpu", torch.float32
+        elif config.num_threads:
+            torch.set_num_threads(config.num_threads)
         kwargs: dict[str, Any] = {"device": self.device, "trust_remote_code": config.trust_remote_code}
         if config.max_length:
             kwargs["max_length"] = config.max_length
-        if config.backend != "torch":
-            kwargs["backend"] = config.backend
         self.model = load_model(config.model, "cross-encoder", CrossEncoder, **kwargs)
         if self.dtype == torch.float16 and self.device != "cpu":
             self.model.half()
+        self._onnx: Any = None
+        if onnx:
+            self._onnx = self._load_onnx()
         self.tokenizer = self.model.tokenizer
         self.max_length = int(self.model.max_length or self.tokenizer.model_max_length or 512)
         self.num_labels = int(self.model.num_labels)
@@ -79,6 +90,29 @@ class CrossEncoderReranker:
         if not 0 <= label < self.num_labels:
             raise ValueError(f"label {label} out of range; the model has {self.num_labels} labels")
         return label
+
+    def _load_onnx(self) -> Any:
+        """Export (once, cached next to the model) and open the ONNX Runtime session; frees the torch weights."""
+        from rerank.onnx_backend import OnnxClassifier, ensure_exported
+
+        sample = self.model.preprocess([("what is a query", "a passage that answers it")])
+        path = ensure_exported(self.model.transformers_model, resolve_model(self.config.model), sample,
+                               self.config.quantization)
+        session = OnnxClassifier(path, self.config.num_threads)
+        self.model.to("meta")  # the tokenizer, config and activation stay; the weights now live in the session
+        return session
+
+    def _score_batch(self, batch: list[tuple[str, str]], kwargs: dict[str, Any]) -> np.ndarray:
+        """Scores of one batch as `CrossEncoder.predict` returns them (activation applied; 1-D for one label)."""
+        if self._onnx is None:
+            return np.asarray(self.model.predict(batch, **kwargs), dtype=np.float32)
+        scores = torch.from_numpy(self._onnx(self.model.preprocess(batch)))
+        activation = kwargs.get("activation_fn") or self.model.activation_fn
+        if activation is not None:
+            scores = activation(scores)
+        if self.num_labels == 1 and scores.ndim > 1:
+            scores = scores.squeeze(-1)
+        return scores.numpy().astype(np.float32, copy=False)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.bfloat16:
@@ -121,7 +155,7 @@ class CrossEncoderReranker:
         with self._lock, torch.inference_mode(), self._autocast():
             for start in starts:
                 idx = order[start : start + bs]
-                out = np.asarray(self.model.predict([pairs[i] for i in idx], **kwargs), dtype=np.float32)
+                out = self._score_batch([pairs[i] for i in idx], kwargs)
                 scores[idx] = out[:, self.label_index] if out.ndim == 2 else out
         return scores
 
