@@ -49,23 +49,18 @@ class StoreWriter:
 
 
 class DocumentStore:
-    """Read-only access; one SQLite connection per thread, so it can be shared by threads."""
+    """Read-only access through one connection, opened at load and shared by all threads under a lock: an index
+    rebuilt and swapped in later never mixes into what this store (and the arrays loaded with it) serves."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / STORE_FILE
-        self._local = threading.local()
-        conn = self._conn()
+        self._lock = threading.Lock()
+        self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        conn = self._connection
         rows = conn.execute("SELECT passage_id, doc_id FROM passages ORDER BY row").fetchall()
         self.passage_ids = [r[0] for r in rows]
         self.row_doc_ids = [r[1] for r in rows]
         self.num_documents = conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            self._local.conn = conn
-        return conn
 
     def __len__(self) -> int:
         return self.num_documents
@@ -73,33 +68,39 @@ class DocumentStore:
     def get(self, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(dict.fromkeys(doc_ids))
         out: dict[str, dict[str, Any]] = {}
-        conn = self._conn()
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             marks = ",".join("?" * len(part))
-            for doc_id, title, text, meta in conn.execute(
-                f"SELECT doc_id, title, text, metadata FROM documents WHERE doc_id IN ({marks})", part
-            ):
+            with self._lock:
+                rows = self._connection.execute(
+                    f"SELECT doc_id, title, text, metadata FROM documents WHERE doc_id IN ({marks})", part
+                ).fetchall()
+            for doc_id, title, text, meta in rows:
                 out[doc_id] = {"title": title, "text": text, "metadata": json.loads(meta)}
         return out
 
     def passage_texts(self, rows: Sequence[int]) -> dict[int, str]:
         """Text of each passage row (the document's text when the index is not chunked)."""
         out: dict[int, str] = {}
-        conn = self._conn()
         rows = [int(r) for r in dict.fromkeys(rows)]
         for start in range(0, len(rows), 500):
             part = rows[start : start + 500]
             marks = ",".join("?" * len(part))
-            for row, text in conn.execute(
-                f"SELECT p.row, COALESCE(p.text, d.text) FROM passages p JOIN documents d ON p.doc_id = d.doc_id "
-                f"WHERE p.row IN ({marks})", part,
-            ):
-                out[row] = text
+            with self._lock:
+                found = self._connection.execute(
+                    f"SELECT p.row, COALESCE(p.text, d.text) FROM passages p JOIN documents d ON p.doc_id = d.doc_id "
+                    f"WHERE p.row IN ({marks})", part,
+                ).fetchall()
+            out.update(found)
         return out
 
     def iter_documents(self) -> Iterable[Document]:
-        for doc_id, title, text, meta in self._conn().execute(
-            "SELECT doc_id, title, text, metadata FROM documents ORDER BY rowid"
-        ):
-            yield Document(doc_id=doc_id, text=text, title=title, metadata=json.loads(meta))
+        with self._lock:
+            cursor = self._connection.execute("SELECT doc_id, title, text, metadata FROM documents ORDER BY rowid")
+        while True:
+            with self._lock:
+                rows = cursor.fetchmany(1000)
+            if not rows:
+                return
+            for doc_id, title, text, meta in rows:
+                yield Document(doc_id=doc_id, text=text, title=title, metadata=json.loads(meta))

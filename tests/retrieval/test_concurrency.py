@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from index.builder import build_index
 from retrieval import SearchPipeline
+from retrieval.config import load_config
 from tests.conftest import SAMPLE_CORPUS, pipeline_config
 from tests.reliability import answers
 
@@ -97,3 +99,24 @@ def test_8_threads_1000_queries_equal_the_sequential_run(sample_index, tiny_bi_e
     assert len(idents) == THREADS
     mismatched = [i for i in range(N_QUERIES) if threaded[i] != sequential[i]]
     assert mismatched == []
+
+
+def test_a_rebuild_under_an_open_pipeline(tmp_path, tiny_bi_encoder, one_torch_thread):
+    """A cron job rebuilds the index while a server's pipeline is open: the pipeline keeps answering from the index
+    it loaded, in every thread (new ones included), until a new pipeline is made."""
+    target = tmp_path / "idx"
+    config = pipeline_config(target, tiny_bi_encoder)
+    build = load_config(config).build_config()
+    build_index(SAMPLE_CORPUS, target, build, show_progress=False)
+    pipe = SearchPipeline.from_config(config)
+    queries = QUERIES[:60]
+    before = [answers(pipe, [q], 5)[0] for q in queries]
+    renamed = tmp_path / "v2.jsonl"
+    renamed.write_text("".join(json.dumps({**d, "_id": f"v2-{d['_id']}", "text": d["text"].upper()}) + "\n"
+                               for d in map(json.loads, SAMPLE_CORPUS.read_text().splitlines())))
+    build_index(renamed, target, build, show_progress=False)
+    with ThreadPoolExecutor(max_workers=4) as pool:  # threads that never used the store before the rebuild
+        after = list(pool.map(lambda q: answers(pipe, [q], 5)[0], queries))
+    assert after == before
+    fresh = SearchPipeline.from_config(config)
+    assert all(r[0].startswith("v2-") for hits in answers(fresh, queries, 5) for r in hits)
