@@ -126,6 +126,10 @@ BAD = [
      "did you mean 'top_k'"),
     ("train_reranker/missing-dataset", "train_reranker.py", ["--dataset", "{tmp}/no-such-beir", "--output",
                                                              "{tmp}/model"], "no-such-beir"),
+    ("benchmark/missing-dataset", "benchmark.py", ["--config", "{bm25_config}", "--dataset", "{tmp}/no-such-beir"],
+     "no-such-beir"),
+    ("tune_fusion/missing-dataset", "tune_fusion.py", ["--config", "{bm25_config}", "--dataset",
+                                                       "{tmp}/no-such-beir"], "no-such-beir"),
 ]
 
 
