@@ -147,7 +147,7 @@ if __name__ == "__main__":
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dev-fraction", type=float, default=0.2, help="training queries held out for model selection")
     p.add_argument("--eval-top-n", type=int, default=20, help="candidates re-scored when scoring the dev split")
-    p.add_argument("--config", default=str(ROOT / "configs" / "hybrid.yaml"), help="first-stage config for mining")
+    p.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"), help="first-stage config for mining")
     p.add_argument("--index", help="an index of the dataset's corpus built with --config (default: cached build)")
     p.add_argument("--cache-dir", default="/tmp/twostage-indexes", help="where the cached index is built")
     p.add_argument("--json", action="store_true")
