@@ -26,8 +26,9 @@ class RerankConfig(StrictModel):
         "torch", description="onnx: an exported, fused (and by default int8) graph run by ONNX Runtime on CPU, "
         "exported once and cached next to the model (see rerank/onnx_backend.py)",
     )
-    quantization: Literal["int8", "none"] = Field(
-        "int8", description="onnx backend: dynamic int8 weights (per channel, VNNI-friendly) or the fused fp32 graph",
+    quantization: Literal["int8", "int8_partial", "none"] = Field(
+        "int8", description="onnx backend: dynamic int8 (per-channel weights, VNNI-friendly); int8_partial keeps "
+        "each layer's feed-forward output projection in fp32 (closer to fp32, a little slower); none: fused fp32",
     )
     num_threads: int | None = Field(
         None, ge=1, description="CPU threads for inference (onnx: this session; torch: torch.set_num_threads, "

@@ -48,7 +48,7 @@ class CrossEncoderReranker:
         if onnx:
             if config.precision in ("fp16", "bf16"):
                 raise ValueError(f"precision {config.precision} is for the torch backend; the onnx backend runs "
-                                 "int8 or fp32 (set rerank.quantization: int8 or none)")
+                                 "int8 or fp32 (set rerank.quantization: int8, int8_partial or none)")
             if self.device != "cpu":
                 logger.info("the onnx backend runs on the CPU (device %s is not used)", self.device)
             self.device, self.dtype = "cpu", torch.float32

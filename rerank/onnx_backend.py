@@ -40,9 +40,13 @@ logger = logging.getLogger(__name__)
 RECIPE_VERSION = 3
 ONNX_SUBDIR = "onnx"
 MANIFEST = "export.json"
-FILENAMES = {"int8": "model_qint8_avx512_vnni.onnx", "none": "model_fused_fp32.onnx"}
+FILENAMES = {"int8": "model_qint8_avx512_vnni.onnx", "int8_partial": "model_qint8_partial_avx512_vnni.onnx",
+             "none": "model_fused_fp32.onnx"}
 OPSET = 17
 _HEAD = re.compile(r"pooler|classifier|score|out_proj", re.IGNORECASE)
+# Each layer's feed-forward output projection (BERT/RoBERTa/ELECTRA/DeBERTa names, DistilBERT's lin2): its input,
+# the GELU output, has outlier channels that per-tensor dynamic activation quantization handles worst.
+_FFN_OUTPUT = re.compile(r"layers?\.\d+/output/dense|ffn/lin2")
 
 
 def cache_root() -> Path:
@@ -148,17 +152,22 @@ def _export(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], quantiza
                                    hidden_size=int(getattr(config, "hidden_size", 0)))
         stats = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(fused))
-        if quantization == "int8":
+        if quantization != "none":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             quantized = Path(tmp) / "quantized.onnx"
+            graph = onnx.load(str(fused), load_external_data=False)
+            # The head (pooler, classifier) stays fp32: one vector per pair, no time to win, only accuracy to lose.
+            keep = _head_nodes(graph)
+            if quantization == "int8_partial":
+                ffn = [n.name for n in graph.graph.node if n.op_type == "MatMul" and _FFN_OUTPUT.search(n.name)]
+                stats["fp32 FFN output projections"] = len(ffn)
+                keep += ffn
             # Per-channel int8 weights, uint8 activations, full 8-bit range (VNNI has no overflow problem);
             # a fused graph carries contrib ops whose output types the quantizer must be told (DefaultTensorType).
-            # The head (pooler, classifier) stays fp32: one vector per pair, no time to win, only accuracy to lose.
             quantize_dynamic(str(fused), str(quantized), op_types_to_quantize=["MatMul", "Attention"],
-                             nodes_to_exclude=_head_nodes(onnx.load(str(fused), load_external_data=False)),
-                             per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                             nodes_to_exclude=keep, per_channel=True, reduce_range=False,
+                             weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             fused = quantized
         os.replace(fused, target)
     return stats
@@ -195,6 +204,8 @@ def ensure_exported(model: torch.nn.Module, source: str, sample: Mapping[str, to
     logger.info("fused operators: %s", stats)
     if not stats.get("Attention"):
         logger.warning("attention was not fused for this architecture; the ONNX model will be slower")
+    if quantization == "int8_partial" and not stats.get("fp32 FFN output projections"):
+        logger.warning("no feed-forward output projection found by name: int8_partial is the same as int8 here")
     manifest = directory / MANIFEST
     try:
         info = json.loads(manifest.read_text(encoding="utf-8"))

@@ -31,12 +31,13 @@ sys.path.insert(0, str(ROOT))
 from retrieval import cli  # noqa: E402
 
 SECTIONS = ("e2e", "bm25", "bm25-index", "dense", "rerank", "curve")
-RERANK_VARIANTS = ("config", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
+RERANK_VARIANTS = ("config", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "onnx-int8-partial")
 VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
     "torch-fp32": {"backend": "torch", "precision": "fp32"},
     "torch-bf16": {"backend": "torch", "precision": "bf16"},
     "onnx-fp32": {"backend": "onnx", "precision": "auto", "quantization": "none"},
     "onnx-int8": {"backend": "onnx", "precision": "auto", "quantization": "int8"},
+    "onnx-int8-partial": {"backend": "onnx", "precision": "auto", "quantization": "int8_partial"},
 }
 
 
@@ -608,7 +609,7 @@ def build_parser():
     p.add_argument("--rerank-queries", type=int, default=50, help="test queries whose candidates are reranked")
     p.add_argument("--rerank-depth", type=int, default=20, help="candidates per query for the rerank comparison")
     p.add_argument("--rerank-chunks", type=int, default=5, help="timed chunks the pairs are split into")
-    p.add_argument("--rerank-variants", default="config,torch-bf16,onnx-int8",
+    p.add_argument("--rerank-variants", default="config,torch-bf16,onnx-int8,onnx-int8-partial",
                    help=f"comma-separated subset of {','.join(RERANK_VARIANTS)} (plain is always run)")
     p.add_argument("--curve-queries", type=int, default=20, help="queries for the rerank depth curve")
     p.add_argument("--curve-depths", default="10,20,50,100")

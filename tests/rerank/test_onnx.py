@@ -40,7 +40,7 @@ def exported(tiny_cross_encoder, tmp_path_factory):
     target = tmp_path_factory.mktemp("onnx-shared") / "tiny-ce"
     shutil.copytree(tiny_cross_encoder, target)
     rerankers = {q: CrossEncoderReranker(str(target), backend="onnx", quantization=q, activation="identity")
-                 for q in ("none", "int8")}
+                 for q in ("none", "int8", "int8_partial")}
     return target, rerankers
 
 
@@ -51,11 +51,24 @@ def test_fused_fp32_scores_match_torch(exported):
     np.testing.assert_allclose(rerankers["none"].predict(pairs), torch_scores, rtol=0, atol=1e-4)
 
 
-def test_int8_ranks_like_fp32(exported):
+@pytest.mark.parametrize("level", ["int8", "int8_partial"])
+def test_int8_ranks_like_fp32(exported, level):
     target, rerankers = exported
     pairs = _pairs()
     fp32 = CrossEncoderReranker(str(target), precision="fp32", activation="identity").predict(pairs)
-    assert spearmanr(rerankers["int8"].predict(pairs), fp32)[0] >= 0.9  # 0.994 when written
+    assert spearmanr(rerankers[level].predict(pairs), fp32)[0] >= 0.9  # 0.994 (int8) when written
+
+
+def test_int8_partial_keeps_the_feed_forward_output_in_fp32(exported):
+    import onnx
+
+    _, rerankers = exported
+    nodes = {q: onnx.load(str(rerankers[q]._onnx.path), load_external_data=False).graph.node
+             for q in ("int8", "int8_partial")}
+    fp32_ffn = {q: [n.name for n in ns if n.op_type == "MatMul" and "/output/dense/" in n.name]
+                for q, ns in nodes.items()}
+    assert fp32_ffn["int8"] == [] and len(fp32_ffn["int8_partial"]) == 2  # one per layer of the tiny model
+    assert any(n.op_type == "QAttention" for n in nodes["int8_partial"])
 
 
 def test_export_is_cached_next_to_the_model_and_reused(model_dir, monkeypatch):
