@@ -124,18 +124,21 @@ def fmt(value: Any) -> str:
 
 
 def table(title: str, rows: list[dict[str, Any]], note: str = "") -> None:
-    print(f"\n## {title}")
+    """A Markdown table (aligned, so it reads as well in a terminal as pasted into the README)."""
+    print(f"\n#### {title}\n")
     if note:
-        print(note)
+        print(f"{note}\n")
     if not rows:
         print("(nothing measured)")
         return
     cols = list(dict.fromkeys(k for r in rows for k in r))
     cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
+    print("|" + "|".join(":" + "-" * (w + 1) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
     for row in cells:
-        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        print("| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+              + " |")
 
 
 # -- sections -----------------------------------------------------------------------------------------------------
@@ -325,7 +328,7 @@ def section_dense(pipe: Any, queries: list[str], args) -> dict[str, Any]:
     from index.dense import Encoder, build_faiss, configure_search, search_faiss
 
     if pipe.dense is None or pipe.index.embeddings is None:
-        print("\n## Dense: skipped (the config or the index has no dense stage)")
+        print("\n#### Dense: skipped (the config or the index has no dense stage)")
         return {"skipped": "no dense stage"}
     encoder = pipe.dense.encoder
     store = pipe.index.store
@@ -570,7 +573,7 @@ def main(args) -> int:
     if {"rerank", "curve"} & set(wanted):
         if config.rerank is None:
             reason = f"{args.config} has no rerank: block"
-            print(f"\n## Rerank: skipped: {reason} (add one, e.g. from configs/msmarco.yaml, to measure it)")
+            print(f"\n#### Rerank: skipped: {reason} (add one, e.g. from configs/msmarco.yaml, to measure it)")
             report["rerank"] = report["curve"] = {"skipped": reason}
         else:
             if "rerank" in wanted:
