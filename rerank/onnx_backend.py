@@ -59,7 +59,7 @@ def cache_root() -> Path:
 
 
 def fingerprint(model: torch.nn.Module, quantization: str) -> str:
-    """sha256 over the config, every parameter/buffer (name, dtype, shape, bytes), the recipe and the options."""
+    """sha256 over the recipe, the options, the config and every parameter/buffer (name, shape, fp32 values)."""
     h = hashlib.sha256()
     h.update(json.dumps({"recipe": RECIPE_VERSION, "quantization": quantization, "opset": OPSET}).encode())
     h.update(model.config.to_json_string(use_diff=False).encode())
