@@ -186,8 +186,11 @@ class SearchPipeline:
             parts = {k: v for k, v in cand.lists.items() if k in ("bm25", "dense")}
             if len(parts) == 2:
                 fusion = fs.fusion
-                fused = rrf(parts, fusion.k) if fusion.method == "rrf" else weighted(
-                    parts, fusion.weights, fusion.normalization)
+                if fusion.method == "rrf":
+                    # weights only when the config sets them, so plain RRF scores stay the textbook 1/(k+rank)
+                    fused = rrf(parts, fusion.k, fusion.weights if "weights" in fusion.model_fields_set else None)
+                else:
+                    fused = weighted(parts, fusion.weights, fusion.normalization)
                 cand.lists["hybrid"] = fused[: fusion.top_k]
         return out
 

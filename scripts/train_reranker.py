@@ -74,7 +74,7 @@ def main(args) -> int:
     random.Random(args.seed).shuffle(examples)
     tcfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                           max_length=args.max_length, loss=args.loss, seed=args.seed, max_steps=args.max_steps,
-                          in_batch_negatives=args.in_batch_negatives,
+                          in_batch_negatives=args.in_batch_negatives, warmup_ratio=args.warmup,
                           bf16=not args.fp32)
     print(f"training on {len(examples):,} examples ({qrel_examples:,} from {len(train_ids)} judged queries, "
           f"{len(examples) - qrel_examples:,} pseudo-queries); dev: {len(dev_ids)} queries", file=sys.stderr)
@@ -142,6 +142,7 @@ if __name__ == "__main__":
     p.add_argument("--in-batch-negatives", type=int, default=1, help="mnrl: in-batch negatives per query")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=7e-5)
+    p.add_argument("--warmup", type=float, default=0.1, help="warm-up as a fraction of the steps")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 mixed precision")
     p.add_argument("--seed", type=int, default=42)

@@ -38,3 +38,15 @@ def test_normalize_constant_and_empty():
     assert len(normalize(np.array([]), "minmax")) == 0
     with pytest.raises(ValueError, match="unknown normalization"):
         normalize(np.array([1.0]), "rank")
+
+
+def test_rrf_weights_from_config_are_applied(sample_index, tiny_bi_encoder):
+    from retrieval import SearchPipeline
+    from tests.conftest import pipeline_config
+
+    raw = pipeline_config(sample_index, tiny_bi_encoder)
+    raw["first_stage"]["fusion"] = {"method": "rrf", "weights": {"bm25": 1.0, "dense": 0.0}}
+    pipe = SearchPipeline.from_config(raw)
+    q = ["coffee grind size and water temperature"]
+    bm25 = [d for d, _ in pipe.retrieve(q, stage="bm25")[0]]
+    assert [d for d, _ in pipe.retrieve(q, stage="hybrid")[0]][: len(bm25)] == bm25
