@@ -64,7 +64,8 @@ class CrossEncoderReranker:
         if onnx:
             self._onnx = self._load_onnx()
         self.tokenizer = self.model.tokenizer
-        self.max_length = int(self.model.max_length or self.tokenizer.model_max_length or 512)
+        limit = getattr(self.model, "max_seq_length", None) or getattr(self.model, "max_length", None)
+        self.max_length = int(limit or self.tokenizer.model_max_length or 512)
         self.num_labels = int(self.model.num_labels)
         self.label_index = self._label_index(config.label)
         if config.activation == "sigmoid":

@@ -69,7 +69,7 @@ class ModelCard:
 
 def split_dev(query_ids: Iterable[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """A seeded, reproducible train/dev split of query ids (the dev part is used for model selection only)."""
-    ids = sorted(query_ids)
+    ids = sorted(query_ids, key=lambda q: (len(q), q))  # numeric ids in numeric order
     rng = random.Random(seed)
     dev = set(rng.sample(ids, k=round(fraction * len(ids)))) if fraction > 0 else set()
     return [q for q in ids if q not in dev], [q for q in ids if q in dev]

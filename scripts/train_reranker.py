@@ -78,7 +78,15 @@ def main(args) -> int:
                           bf16=not args.fp32)
     print(f"training on {len(examples):,} examples ({qrel_examples:,} from {len(train_ids)} judged queries, "
           f"{len(examples) - qrel_examples:,} pseudo-queries); dev: {len(dev_ids)} queries", file=sys.stderr)
-    model = train_cross_encoder(examples, args.base, args.output, tcfg)
+    if args.no_train:  # score an existing reranker on the dev split and choose its interpolation
+        from sentence_transformers import CrossEncoder
+
+        from index.models import load_model
+
+        model = load_model(args.base, "cross-encoder", CrossEncoder, device="cpu")
+        model.training_steps = 0
+    else:
+        model = train_cross_encoder(examples, args.base, args.output, tcfg)
 
     dev_metrics: dict[str, float | int | str] = {"dev_queries": len(dev_ids)}
     best_w = 0.0
@@ -101,7 +109,9 @@ def main(args) -> int:
         dev_metrics["ndcg@10 with the best interpolation"] = round(by_w[best_w], 4)
         dev_metrics["best interpolation (weight of the first-stage score)"] = best_w
         dev_metrics["ndcg@10 by interpolation"] = json.dumps({str(w): round(v, 4) for w, v in by_w.items()})
-    save_fp16(model, args.output)
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    if not args.no_train:
+        save_fp16(model, args.output)
     card = ModelCard(
         base_model=args.base,
         training_data=(f"{Path(args.dataset).name} split '{args.split}' ({len(train_ids)} queries, {qrel_examples:,} "
@@ -112,7 +122,10 @@ def main(args) -> int:
         config={**vars(tcfg), "negatives": args.negatives, "negatives_from": args.negatives_from,
                 "candidates": args.candidates, "skip_top": args.skip_top, "pseudo_queries": args.pseudo_queries},
         dev_metrics=dev_metrics)
-    write_model_card(args.output, card)
+    if args.no_train:
+        (Path(args.output) / "dev_metrics.json").write_text(json.dumps(dev_metrics, indent=2))
+    else:
+        write_model_card(args.output, card)
     (Path(args.output) / "twostage.json").write_text(json.dumps(
         {"interpolation": best_w, "top_n": args.eval_top_n, "first_stage": args.negatives_from}, indent=2))
     summary = {"output": str(args.output), "examples": len(examples), "steps": card.steps,
@@ -151,5 +164,7 @@ if __name__ == "__main__":
     p.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"), help="first-stage config for mining")
     p.add_argument("--index", help="an index of the dataset's corpus built with --config (default: cached build)")
     p.add_argument("--cache-dir", default="/tmp/twostage-indexes", help="where the cached index is built")
+    p.add_argument("--no-train", action="store_true",
+                   help="do not train: score --base on the dev split and choose its interpolation (into --output)")
     p.add_argument("--json", action="store_true")
     cli.run(main, p.parse_args())

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from index.models import bundled_models, resolve_model
+from rerank.cross_encoder import CrossEncoderReranker
+from tests.conftest import ROOT
+
+NAME = "bundled:minilm-l6-scifact"
+
+
+def test_bundled_reranker_is_listed_and_small():
+    assert NAME in bundled_models()
+    path = resolve_model(NAME)
+    size = sum(f.stat().st_size for f in (ROOT / "rerank" / "models" / "minilm-l6-scifact").iterdir())
+    assert path.endswith("minilm-l6-scifact") and size < 50 * 2**20
+    card = (ROOT / "rerank" / "models" / "minilm-l6-scifact" / "README.md").read_text()
+    assert "SciFact" in card and "train" in card
+
+
+@pytest.mark.slow
+def test_bundled_reranker_loads_offline_and_ranks_the_relevant_passage_first(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rr = CrossEncoderReranker(NAME)
+    assert next(rr.model.parameters()).dtype.is_floating_point
+    docs = ["Vitamin D supplementation did not reduce the incidence of invasive cancer in older women.",
+            "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
+            "Sourdough bread is leavened by wild yeast and lactic acid bacteria."]
+    ranked = rr.rank("Vitamin D lowers cancer risk.", docs)
+    assert ranked[0]["corpus_id"] == 0
+    scores = rr.predict([("Vitamin D lowers cancer risk.", d) for d in docs])
+    assert np.isfinite(scores).all()
+
+
+@pytest.mark.slow
+def test_default_config_end_to_end_with_bundled_models(tmp_path):
+    from index.builder import build_index
+    from retrieval import SearchPipeline
+    from retrieval.config import load_config
+    from tests.conftest import SAMPLE_CORPUS
+
+    cfg = load_config(ROOT / "configs" / "default.yaml")
+    assert cfg.rerank is not None and cfg.rerank.model == NAME
+    cfg.index.path = tmp_path / "idx"
+    build_index(SAMPLE_CORPUS, cfg.index.path, cfg.build_config(), show_progress=False)
+    pipe = SearchPipeline(cfg)
+    assert pipe.stages == ["bm25", "dense", "hybrid", "rerank"]
+    results = pipe.query("bacteria that survive antibiotic treatment", top_k=3)
+    assert results[0].doc_id == "antibiotics"
+    assert {"bm25", "dense", "hybrid", "rerank"} <= set(results[0].stages)
+    assert json.loads(json.dumps(results[0].to_dict()))["stages"]["rerank"]["rank"] == 1
