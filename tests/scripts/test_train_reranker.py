@@ -47,3 +47,19 @@ def test_train_reranker_without_a_train_split_is_a_clean_error(tmp_path, tiny_cr
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "train.tsv" in proc.stderr
+
+
+def test_no_train_scores_an_existing_model_on_dev(tmp_path, tiny_bi_encoder, tiny_cross_encoder):
+    data = write_beir(tmp_path / "beir")
+    shutil.copy(data / "qrels" / "test.tsv", data / "qrels" / "train.tsv")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(pipeline_config(tmp_path / "unused", tiny_bi_encoder)))
+    proc = subprocess.run(
+        [sys.executable, "scripts/train_reranker.py", "--dataset", str(data), "--base", str(tiny_cross_encoder),
+         "--output", str(tmp_path / "choice"), "--no-train", "--dev-fraction", "0.5", "--negatives-from", "hybrid",
+         "--config", str(config), "--cache-dir", str(tmp_path / "cache"), "--json", "--quiet"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dev = json.loads((tmp_path / "choice" / "dev_metrics.json").read_text())
+    assert dev["dev_queries"] == 3 and 0 <= dev["best interpolation (weight of the first-stage score)"] <= 1
+    assert not list((tmp_path / "choice").glob("*.safetensors"))  # nothing trained, nothing written
