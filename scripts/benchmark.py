@@ -495,6 +495,23 @@ def section_rerank(pipe: Any, data: Any, args) -> dict[str, Any]:
             "first_stage_ndcg@10": first_ndcg, "variants": out}
 
 
+def curve_split(args) -> Any:
+    """The depth curve's queries: a BEIR split, or `dev`: the training queries a reranker held out."""
+    import random
+    from dataclasses import replace
+
+    from retrieval.evaluation import load_beir
+
+    if args.curve_split != "dev":
+        return load_beir(args.dataset, args.curve_split)
+    train = load_beir(args.dataset, "train")
+    # As the bundled reranker's card says: a seeded sample of the training queries, ids in numeric order.
+    ids = sorted(train.queries, key=lambda q: (0, int(q), q) if q.isdigit() else (1, 0, q))
+    dev = set(random.Random(args.dev_seed).sample(ids, k=round(args.dev_fraction * len(ids))))
+    return replace(train, split="train (dev part)", queries={q: t for q, t in train.queries.items() if q in dev},
+                   qrels={q: r for q, r in train.qrels.items() if q in dev})
+
+
 def section_curve(pipe: Any, data: Any, args) -> dict[str, Any]:
     """nDCG@10 and per-query latency of the rerank stage (pipeline as configured) for each rerank depth."""
     from retrieval.evaluation import score_run
@@ -580,7 +597,7 @@ def main(args) -> int:
             if "rerank" in wanted:
                 report["rerank"] = section_rerank(pipe, test, args)
             if "curve" in wanted:
-                split = test if args.curve_split == "test" else load_beir(args.dataset, args.curve_split)
+                split = test if args.curve_split == "test" else curve_split(args)
                 report["curve"] = section_curve(pipe, split, args)
     report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = time.perf_counter() - started
@@ -617,8 +634,11 @@ def build_parser():
                    help=f"comma-separated subset of {','.join(RERANK_VARIANTS)} (plain is always run)")
     p.add_argument("--curve-queries", type=int, default=20, help="queries for the rerank depth curve")
     p.add_argument("--curve-depths", default="10,20,50,100")
-    p.add_argument("--curve-split", default="train",
-                   help="split for the depth curve (a tuning decision: not test, whose queries only measure)")
+    p.add_argument("--curve-split", default="dev",
+                   help="split for the depth curve, or dev: the training queries held out from the reranker "
+                        "(choosing a depth is tuning: not test, whose queries only measure)")
+    p.add_argument("--dev-fraction", type=float, default=0.2, help="dev: share of the training queries held out")
+    p.add_argument("--dev-seed", type=int, default=13, help="dev: seed of the sample (the bundled reranker's)")
     return p
 
 
