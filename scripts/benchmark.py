@@ -336,11 +336,13 @@ def section_dense(pipe: Any, queries: list[str], args) -> dict[str, Any]:
     texts = list(store.passage_texts(rows_).values())
     model = encoder.model
     repeats = min(args.repeats, 3)  # encoding is slow and steady: 3 runs are enough
+    model.encode(texts[:8], show_progress_bar=False)  # warm-up
     plain = timed_runs(lambda: model.encode(texts, batch_size=encoder.config.batch_size, show_progress_bar=False),
                        repeats, warmup=0)
     variants = {"plain SentenceTransformer.encode (fp32)": plain}
     for precision in ("fp32", "bf16"):
         enc = Encoder(encoder.name, encoder.config.model_copy(update={"precision": precision}))
+        enc.encode_documents(texts[:8], show_progress=False)  # warm-up
         variants[f"ours Encoder.encode_documents ({precision})"] = timed_runs(
             lambda e=enc: e.encode_documents(texts, show_progress=False), repeats, warmup=0)
         del enc
