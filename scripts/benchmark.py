@@ -624,17 +624,17 @@ def build_parser():
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median is reported)")
     p.add_argument("--k", type=int, default=10, help="top-k for BM25 and FAISS comparisons")
     p.add_argument("--batch-size", type=int, default=32, help="queries per query_batch call")
-    p.add_argument("--e2e-queries", type=int, default=50)
-    p.add_argument("--e2e-batches", type=int, default=2)
+    p.add_argument("--e2e-queries", type=int, default=30)
+    p.add_argument("--e2e-batches", type=int, default=1)
     p.add_argument("--bm25-queries", type=int, default=300, help="queries for the BM25 comparison (rank_bm25 is slow)")
     p.add_argument("--dense-passages", type=int, default=128, help="passages encoded per run")
-    p.add_argument("--dense-queries", type=int, default=300)
+    p.add_argument("--dense-queries", type=int, default=200)
     p.add_argument("--rerank-queries", type=int, default=50, help="test queries whose candidates are reranked")
     p.add_argument("--rerank-depth", type=int, default=20, help="candidates per query for the rerank comparison")
     p.add_argument("--rerank-chunks", type=int, default=5, help="timed chunks the pairs are split into")
     p.add_argument("--rerank-variants", default="config,torch-bf16,onnx-int8,onnx-int8-partial",
                    help=f"comma-separated subset of {','.join(RERANK_VARIANTS)} (plain is always run)")
-    p.add_argument("--curve-queries", type=int, default=20, help="queries for the rerank depth curve")
+    p.add_argument("--curve-queries", type=int, default=12, help="queries for the rerank depth curve")
     p.add_argument("--curve-depths", default="10,20,50,100")
     p.add_argument("--curve-split", default="dev",
                    help="split for the depth curve, or dev: the training queries held out from the reranker "
