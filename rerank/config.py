@@ -15,16 +15,21 @@ class RerankConfig(StrictModel):
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=8, description="tokens per pair; default: the model's own limit")
     device: str = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="torch: auto = fp16 on CUDA, fp32 on the CPU; openvino: auto = bf16 on CPUs with "
+        "native bf16 (AVX-512 BF16/AMX), else fp32",
+    )
     activation: Literal["auto", "identity", "sigmoid"] = "auto"
     label: int | str | None = Field(None, description="multi-label models: which label's score ranks")
     interpolation: float = Field(
         0.0, ge=0, le=1,
         description="weight of the (min-max normalized) first-stage score blended into the rerank score",
     )
-    backend: Literal["torch", "onnx"] = Field(
+    backend: Literal["torch", "onnx", "openvino", "auto"] = Field(
         "torch", description="onnx: an exported, fused (and by default int8) graph run by ONNX Runtime on CPU, "
-        "exported once and cached next to the model (see rerank/onnx_backend.py)",
+        "exported once and cached next to the model (see rerank/onnx_backend.py); openvino: the model converted "
+        "once to OpenVINO IR and run by its CPU plugin (precision auto = bf16 where the CPU has it); auto: torch "
+        "on a GPU, openvino on the CPU",
     )
     quantization: Literal["int8", "int8_partial", "none"] = Field(
         "int8", description="onnx backend: dynamic int8 (per-channel weights, VNNI-friendly); int8_partial keeps "

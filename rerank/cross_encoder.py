@@ -43,26 +43,39 @@ class CrossEncoderReranker:
             config = config.model_copy(update={**overrides, **({"model": model} if model else {})})
         self.config = config
         self.device = pick_device(config.device)
+        self.backend = self._pick_backend(config.backend)
         self.dtype = pick_dtype(config.precision, self.device)
-        onnx = config.backend == "onnx"
-        if onnx:
-            if config.precision in ("fp16", "bf16"):
-                raise ValueError(f"precision {config.precision} is for the torch backend; the onnx backend runs "
-                                 "int8 or fp32 (set rerank.quantization: int8, int8_partial or none)")
+        self.precision = config.precision
+        if self.backend in ("onnx", "openvino"):
+            if self.backend == "onnx" and config.precision in ("fp16", "bf16"):
+                raise ValueError(f"precision {config.precision} is for the torch and openvino backends; the onnx "
+                                 "backend runs int8 or fp32 (set rerank.quantization: int8, int8_partial or none)")
+            if self.backend == "openvino" and "quantization" in config.model_fields_set \
+                    and config.quantization != "none":
+                raise ValueError(f"quantization {config.quantization} is for the onnx backend; the openvino backend "
+                                 "runs fp32 or bf16 (set rerank.precision, or use backend: onnx for int8)")
             if self.device != "cpu":
-                logger.info("the onnx backend runs on the CPU (device %s is not used)", self.device)
+                logger.info("the %s backend runs on the CPU (device %s is not used)", self.backend, self.device)
             self.device, self.dtype = "cpu", torch.float32
-        elif config.num_threads:
-            torch.set_num_threads(config.num_threads)
+            if self.backend == "openvino":
+                from rerank.openvino_backend import resolve_precision
+
+                self.precision = resolve_precision(config.precision)
+        else:
+            self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+            if config.num_threads:
+                torch.set_num_threads(config.num_threads)
         kwargs: dict[str, Any] = {"device": self.device, "trust_remote_code": config.trust_remote_code}
         if config.max_length:
             kwargs["max_length"] = config.max_length
         self.model = load_model(config.model, "cross-encoder", CrossEncoder, **kwargs)
         if self.dtype == torch.float16 and self.device != "cpu":
             self.model.half()
-        self._onnx: Any = None
-        if onnx:
+        self._onnx: Any = None  # an exported-graph runner (ONNX Runtime or OpenVINO), when not torch
+        if self.backend == "onnx":
             self._onnx = self._load_onnx()
+        elif self.backend == "openvino":
+            self._onnx = self._load_openvino()
         self.tokenizer = self.model.tokenizer
         limit = getattr(self.model, "max_seq_length", None) or getattr(self.model, "max_length", None)
         self.max_length = int(limit or self.tokenizer.model_max_length or 512)
@@ -91,6 +104,29 @@ class CrossEncoderReranker:
         if not 0 <= label < self.num_labels:
             raise ValueError(f"label {label} out of range; the model has {self.num_labels} labels")
         return label
+
+    def _pick_backend(self, backend: str) -> str:
+        """`auto`: torch on a GPU (fp16), OpenVINO on the CPU when installed (bf16 where the CPU has it), else torch."""
+        if backend != "auto":
+            return backend
+        if self.device != "cpu":
+            return "torch"
+        from rerank.openvino_backend import available
+
+        if available():
+            return "openvino"
+        logger.info("backend auto: openvino is not installed, using torch on the CPU")
+        return "torch"
+
+    def _load_openvino(self) -> Any:
+        """Convert (once, cached next to the model) and compile the OpenVINO model; frees the torch weights."""
+        from rerank.openvino_backend import OpenVinoClassifier, ensure_converted
+
+        sample = self.model.preprocess([("what is a query", "a passage that answers it")])
+        path = ensure_converted(self.model.transformers_model, resolve_model(self.config.model), sample)
+        runner = OpenVinoClassifier(path, self.precision, self.config.num_threads)
+        self.model.to("meta")
+        return runner
 
     def _load_onnx(self) -> Any:
         """Export (once, cached next to the model) and open the ONNX Runtime session; frees the torch weights."""

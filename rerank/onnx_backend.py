@@ -9,8 +9,8 @@ int8 quantization with per-channel weights and unsigned activations (VNNI-friend
   directory,
 - otherwise `$TWOSTAGE_CACHE_DIR` (default `~/.cache/twostage`) `/onnx/<fingerprint>/`.
 
-An `export.json` beside it records a fingerprint of the weights, config and recipe; a file whose fingerprint
-does not match (the model was retrained in place, or the recipe changed) is exported again, never silently reused.
+An `export.json` beside it records a fingerprint of the weights, config and recipe (see `rerank/export_cache.py`):
+a stale file is exported again, never silently reused.
 
 Example:
     >>> from rerank.cross_encoder import CrossEncoderReranker
@@ -20,8 +20,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import re
@@ -34,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from rerank import export_cache
+
 logger = logging.getLogger(__name__)
 
 # Bump when the export/optimize/quantize steps change: cached files from an older recipe are then re-exported.
 RECIPE_VERSION = 3
 ONNX_SUBDIR = "onnx"
-MANIFEST = "export.json"
 FILENAMES = {"int8": "model_qint8_avx512_vnni.onnx", "int8_partial": "model_qint8_partial_avx512_vnni.onnx",
              "none": "model_fused_fp32.onnx"}
 OPSET = 17
@@ -49,51 +48,12 @@ _HEAD = re.compile(r"pooler|classifier|score|out_proj", re.IGNORECASE)
 _FFN_OUTPUT = re.compile(r"layers?\.\d+/output/dense|ffn/lin2")
 
 
-def cache_root() -> Path:
-    """Where exports go when the model directory is not writable (`$TWOSTAGE_CACHE_DIR` or ~/.cache/twostage)."""
-    env = os.environ.get("TWOSTAGE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "twostage"
-
-
 def fingerprint(model: torch.nn.Module, quantization: str) -> str:
-    """sha256 over the recipe, the options, the config and every parameter/buffer (name, shape, fp32 values)."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"recipe": RECIPE_VERSION, "quantization": quantization, "opset": OPSET}).encode())
-    h.update(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().to("cpu", torch.float32).contiguous()
-        h.update(f"{name}:{t.shape}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def _candidate_dirs(source: str, digest: str) -> list[Path]:
-    dirs = []
-    local = Path(source)
-    if local.is_dir():
-        dirs.append(local / ONNX_SUBDIR)
-    dirs.append(cache_root() / "onnx" / digest[:24])
-    return dirs
-
-
-def _is_current(directory: Path, filename: str, digest: str) -> bool:
-    try:
-        info = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (directory / filename).is_file() and info.get("files", {}).get(filename) == digest
+    return export_cache.fingerprint(model, {"recipe": RECIPE_VERSION, "quantization": quantization, "opset": OPSET})
 
 
 def _writable(directory: Path) -> bool:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
-            return True
-    except OSError:
-        return False
+    return export_cache.writable(directory)
 
 
 class _Logits(torch.nn.Module):
@@ -188,9 +148,9 @@ def ensure_exported(model: torch.nn.Module, source: str, sample: Mapping[str, to
         raise ValueError(f"unknown quantization {quantization!r}; choose one of {sorted(FILENAMES)}")
     filename = FILENAMES[quantization]
     digest = fingerprint(model, quantization)
-    candidates = _candidate_dirs(source, digest)
+    candidates = export_cache.candidate_dirs(source, digest, ONNX_SUBDIR)
     for directory in candidates:
-        if _is_current(directory, filename, digest):
+        if export_cache.is_current(directory, filename, digest):
             logger.debug("reusing %s", directory / filename)
             return directory / filename
     directory = next((d for d in candidates if _writable(d)), None)
@@ -206,16 +166,7 @@ def ensure_exported(model: torch.nn.Module, source: str, sample: Mapping[str, to
         logger.warning("attention was not fused for this architecture; the ONNX model will be slower")
     if quantization == "int8_partial" and not stats.get("fp32 FFN output projections"):
         logger.warning("no feed-forward output projection found by name: int8_partial is the same as int8 here")
-    manifest = directory / MANIFEST
-    try:
-        info = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        info = {}
-    info.setdefault("files", {})[filename] = digest
-    info.update(source=source, recipe=RECIPE_VERSION)
-    tmp = manifest.with_name(f".{MANIFEST}.{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
-    os.replace(tmp, manifest)
+    export_cache.record(directory, filename, digest, source, RECIPE_VERSION)
     return target
 
 
@@ -236,9 +187,5 @@ class OnnxClassifier:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
-        feed = {}
-        for name in self.input_names:
-            value = features[name]
-            feed[name] = (value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(
-                np.int64, copy=False)
+        feed = export_cache.int64_feed(features, self.input_names)
         return self.session.run(None, feed)[0].astype(np.float32, copy=False)

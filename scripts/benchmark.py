@@ -31,13 +31,16 @@ sys.path.insert(0, str(ROOT))
 from retrieval import cli  # noqa: E402
 
 SECTIONS = ("e2e", "bm25", "bm25-index", "dense", "rerank", "curve")
-RERANK_VARIANTS = ("config", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "onnx-int8-partial")
+RERANK_VARIANTS = ("config", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "onnx-int8-partial",
+                   "openvino-fp32", "openvino-bf16")
 VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
     "torch-fp32": {"backend": "torch", "precision": "fp32"},
     "torch-bf16": {"backend": "torch", "precision": "bf16"},
     "onnx-fp32": {"backend": "onnx", "precision": "auto", "quantization": "none"},
     "onnx-int8": {"backend": "onnx", "precision": "auto", "quantization": "int8"},
     "onnx-int8-partial": {"backend": "onnx", "precision": "auto", "quantization": "int8_partial"},
+    "openvino-fp32": {"backend": "openvino", "precision": "fp32"},
+    "openvino-bf16": {"backend": "openvino", "precision": "bf16"},
 }
 
 
@@ -456,11 +459,14 @@ def section_rerank(pipe: Any, data: Any, args) -> dict[str, Any]:
     results = {"plain CrossEncoder.predict (fp32, batch 32)": run(
         lambda p: plain.predict(p, batch_size=32, show_progress_bar=False), "plain")}
     wanted = [v.strip() for v in args.rerank_variants.split(",") if v.strip()]
-    configured = {"backend": cfg.backend, "precision": cfg.precision, "quantization": cfg.quantization}
+    # What the config resolves to here (backend auto, precision auto), so a variant equal to it is not run twice.
+    configured = {"backend": pipe.reranker.backend, "precision": pipe.reranker.precision,
+                  "quantization": cfg.quantization}
     for variant in wanted:
         if variant == "config":
-            name, reranker = (f"ours, as configured ({cfg.backend}, precision {cfg.precision}"
-                              + (f", {cfg.quantization}" if cfg.backend == "onnx" else "") + ")"), pipe.reranker
+            extra = f", {cfg.quantization}" if configured["backend"] == "onnx" else ""
+            name = f"ours, as configured ({configured['backend']} {configured['precision']}{extra})"
+            reranker = pipe.reranker
         else:
             settings = VARIANT_SETTINGS[variant]
             if "config" in wanted and all(configured.get(k) == v for k, v in settings.items()):
@@ -632,7 +638,7 @@ def build_parser():
     p.add_argument("--rerank-queries", type=int, default=50, help="test queries whose candidates are reranked")
     p.add_argument("--rerank-depth", type=int, default=20, help="candidates per query for the rerank comparison")
     p.add_argument("--rerank-chunks", type=int, default=5, help="timed chunks the pairs are split into")
-    p.add_argument("--rerank-variants", default="config,torch-bf16,onnx-int8,onnx-int8-partial",
+    p.add_argument("--rerank-variants", default="config,torch-fp32,torch-bf16,onnx-int8,openvino-fp32",
                    help=f"comma-separated subset of {','.join(RERANK_VARIANTS)} (plain is always run)")
     p.add_argument("--curve-queries", type=int, default=12, help="queries for the rerank depth curve")
     p.add_argument("--curve-depths", default="10,20,50,100")

@@ -46,7 +46,7 @@ def main(args) -> int:
     if args.negatives_from not in pipe.stages:
         raise ValueError(f"--negatives-from {args.negatives_from}: the config {args.config} has stages {pipe.stages}")
     data = load_beir(args.dataset, args.split)
-    train_ids, dev_ids = split_dev(data.queries, args.dev_fraction, args.seed)
+    train_ids, dev_ids = split_dev(data.queries, args.dev_fraction, args.dev_seed)
     docs = {d.doc_id: d for d in pipe.index.store.iter_documents()}
 
     def doc_text(doc_id: str) -> str:
@@ -110,6 +110,10 @@ def main(args) -> int:
         dev_metrics["best interpolation (weight of the first-stage score)"] = best_w
         dev_metrics["ndcg@10 by interpolation"] = json.dumps({str(w): round(v, 4) for w, v in by_w.items()})
     Path(args.output).mkdir(parents=True, exist_ok=True)
+    # The held-out queries themselves, so that a later stage or a --no-train choice can be checked for leakage.
+    (Path(args.output) / "dev_split.json").write_text(json.dumps(
+        {"dataset": Path(args.dataset).name, "split": args.split, "dev_seed": args.dev_seed,
+         "dev_fraction": args.dev_fraction, "query_ids": dev_ids}, indent=2))
     if not args.no_train:
         save_fp16(model, args.output)
     card = ModelCard(
@@ -117,7 +121,8 @@ def main(args) -> int:
         training_data=(f"{Path(args.dataset).name} split '{args.split}' ({len(train_ids)} queries, {qrel_examples:,} "
                        f"judged pairs) + {len(examples) - qrel_examples:,} pseudo-queries from its corpus; "
                        f"{args.negatives} hard negatives each from our {args.negatives_from} first stage "
-                       f"(top {args.candidates}); dev = {len(dev_ids)} training queries held out (seed {args.seed})"),
+                       f"(top {args.candidates}); dev = {len(dev_ids)} training queries held out "
+                       f"(dev seed {args.dev_seed})"),
         examples=len(examples), steps=int(getattr(model, "training_steps", 0)), loss=args.loss,
         config={**vars(tcfg), "negatives": args.negatives, "negatives_from": args.negatives_from,
                 "candidates": args.candidates, "skip_top": args.skip_top, "pseudo_queries": args.pseudo_queries},
@@ -160,6 +165,9 @@ if __name__ == "__main__":
     p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 mixed precision")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dev-fraction", type=float, default=0.2, help="training queries held out for model selection")
+    # Separate from --seed so that every stage of a multi-stage recipe, and the --no-train choice, hold out the
+    # same dev queries: a different split per stage would train on the next stage's dev queries.
+    p.add_argument("--dev-seed", type=int, default=13, help="seed of the dev split (keep it fixed across stages)")
     p.add_argument("--eval-top-n", type=int, default=20, help="candidates re-scored when scoring the dev split")
     p.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"), help="first-stage config for mining")
     p.add_argument("--index", help="an index of the dataset's corpus built with --config (default: cached build)")

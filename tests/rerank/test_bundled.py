@@ -52,3 +52,22 @@ def test_default_config_end_to_end_with_bundled_models(tmp_path):
     assert results[0].doc_id == "antibiotics"
     assert {"bm25", "dense", "hybrid", "rerank"} <= set(results[0].stages)
     assert json.loads(json.dumps(results[0].to_dict()))["stages"]["rerank"]["rank"] == 1
+
+
+def test_package_data_ships_the_model_files_but_no_cached_exports(tmp_path):
+    """pyproject's package-data globs, applied to a model folder holding ONNX/OpenVINO exports beside its files."""
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["rerank"]
+    model = tmp_path / "models" / "m"
+    shipped = ["config.json", "model.safetensors", "README.md", "tokenizer.json", "modules.json"]
+    cached = ["onnx/model_qint8_avx512_vnni.onnx", "onnx/export.json", "openvino/model.xml", "openvino/model.bin",
+              "openvino/export.json"]
+    for name in shipped + cached:
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_text("x")
+    matched = {p.relative_to(model).as_posix() for pattern in patterns for p in tmp_path.glob(pattern)}
+    assert matched == set(shipped)
+    real = ROOT / "rerank" / "models" / "minilm-l6-scifact"
+    files = {p.name for p in real.iterdir() if p.is_file()}
+    assert files == {p.name for pattern in patterns for p in (ROOT / "rerank").glob(pattern) if p.parent == real}

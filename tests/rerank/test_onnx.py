@@ -11,27 +11,15 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import spearmanr
 
 import rerank.onnx_backend as onnx_backend
 from rerank.cross_encoder import CrossEncoderReranker
-
-QUERY = "how do tides work"
-WORDS = ["moon", "tide", "ocean", "gravity", "coffee", "bees", "earthquake", "plate", "water", "sun", "orbit", "pull"]
+from tests.rerank.exported import QUERY, make_pairs, retrain_in_place
 
 
 def _pairs(n: int = 40) -> list[tuple[str, str]]:
-    rng = np.random.default_rng(0)
-    return [(QUERY, " ".join(rng.choice(WORDS, size=int(rng.integers(3, 40))))) for _ in range(n)]
-
-
-@pytest.fixture()
-def model_dir(tiny_cross_encoder, tmp_path):
-    """A private copy of the tiny cross-encoder (its onnx/ cache folder is per test)."""
-    target = tmp_path / "tiny-ce"
-    shutil.copytree(tiny_cross_encoder, target)
-    return target
+    return make_pairs(n, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +79,7 @@ def test_changed_weights_are_exported_again(model_dir):
     pairs = _pairs(5)
     before = first.predict(pairs)
     # Retrain "in place": same directory, different classifier weights.
-    from transformers import AutoModelForSequenceClassification
-
-    hf = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    with torch.no_grad():
-        hf.classifier.weight.mul_(-1)
-    hf.save_pretrained(model_dir)
+    retrain_in_place(model_dir)
     second = CrossEncoderReranker(str(model_dir), backend="onnx", quantization="none", activation="identity")
     torch_scores = CrossEncoderReranker(str(model_dir), activation="identity").predict(pairs)
     np.testing.assert_allclose(second.predict(pairs), torch_scores, rtol=0, atol=1e-4)
@@ -125,5 +108,5 @@ def test_rank_and_labels_through_the_onnx_backend(tiny_nli_cross_encoder, tmp_pa
 
 
 def test_half_precision_is_refused_with_onnx(tiny_cross_encoder):
-    with pytest.raises(ValueError, match="torch backend"):
+    with pytest.raises(ValueError, match="onnx backend runs int8 or fp32"):
         CrossEncoderReranker(str(tiny_cross_encoder), backend="onnx", precision="bf16")

@@ -36,6 +36,13 @@ def test_train_reranker_script_writes_model_card_and_dev_metrics(tmp_path, tiny_
     settings = json.loads((out / "twostage.json").read_text())
     assert 0.0 <= settings["interpolation"] <= 1.0 and settings["first_stage"] == "bm25"
     assert "Dev-split metrics" in (out / "README.md").read_text()
+    # The dev split follows --dev-seed (default 13), not the training --seed: every stage holds out the same queries.
+    from rerank.training import split_dev
+    from retrieval.evaluation import load_beir
+
+    split = json.loads((out / "dev_split.json").read_text())
+    assert split["dev_seed"] == 13
+    assert split["query_ids"] == split_dev(load_beir(data, "train").queries, 0.34, 13)[1]
     assert CrossEncoder(str(out), device="cpu").predict([("a", "b")]).shape == (1,)
 
 
