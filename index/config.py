@@ -73,8 +73,15 @@ class DenseConfig(StrictModel):
     max_length: int | None = Field(None, ge=8, description="tokens; default: the model's own limit")
     query_prefix: str = ""
     document_prefix: str = ""
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="torch: auto = fp16 on CUDA, fp32 elsewhere; openvino: auto = bf16 on CPUs with native "
+        "bf16, else fp32",
+    )
     device: str = "auto"
+    backend: Literal["torch", "openvino"] = Field(
+        "torch", description="openvino: the transformer converted once to OpenVINO IR (cached beside the model or in "
+        "the user cache) and run on the CPU; pooling and normalization stay sentence-transformers' own modules",
+    )
     trust_remote_code: bool = False
     top_k: int = Field(100, ge=1)
 

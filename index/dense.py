@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from index.config import DenseConfig, FaissConfig
-from index.models import load_model, pick_device, pick_dtype
+from index.models import load_model, pick_device, pick_dtype, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,50 @@ class Encoder:
             self.model.half()
         if self.config.max_length:
             self.model.max_seq_length = self.config.max_length
+        self.backend = self.config.backend
+        self._ov = None
+        if self.backend == "openvino":
+            self._ov = self._load_openvino(model)
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_fn())
         # Hugging Face fast tokenizers are not safe to call from several threads at once.
         self._lock = threading.Lock()
+
+    def _load_openvino(self, model: str):
+        """Convert the first module's transformer once (cached); the pooling/normalize modules stay in torch."""
+        from index.openvino_runtime import OpenVinoModel, ensure_converted, resolve_precision
+
+        if self.device != "cpu":
+            logger.info("the openvino backend runs on the CPU (device %s is not used)", self.device)
+        self.device, self.dtype = "cpu", torch.float32
+        transformer = getattr(self.model[0], "auto_model", None)
+        if transformer is None:
+            raise ValueError(f"dense.backend openvino: the first module of {model} is not a Hugging Face "
+                             "transformer; use backend: torch")
+        sample = self.model.preprocess(["a query", "a somewhat longer passage of text"])
+        path = ensure_converted(transformer, resolve_model(model), sample, output="last_hidden_state")
+        runner = OpenVinoModel(path, resolve_precision(self.config.precision))
+        transformer.to("meta")  # the weights now live in the compiled model
+        return runner
+
+    def _encode_openvino(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        """Length-sorted batches through the compiled transformer, then the model's own pooling/normalize."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(texts), self.config.batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Batches", unit="batch")
+        tail = list(self.model)[1:]
+        for start in starts:
+            idx = order[start : start + self.config.batch_size]
+            features = self.model.preprocess([texts[i] for i in idx])
+            features["token_embeddings"] = torch.from_numpy(self._ov(features))
+            for module in tail:
+                features = module(features)
+            out[idx] = torch.nn.functional.normalize(features["sentence_embedding"].float(), dim=-1).numpy()
+        return out
 
     @property
     def max_chars(self) -> int:
@@ -65,6 +105,9 @@ class Encoder:
     def encode(self, texts: Sequence[str], *, prefix: str = "", show_progress: bool = False) -> np.ndarray:
         cap = self.max_chars
         texts = [prefix + t[:cap] for t in texts]
+        if self._ov is not None:
+            with self._lock, torch.inference_mode():
+                return self._encode_openvino(texts, show_progress)
         with self._lock, torch.inference_mode(), self._autocast():
             emb = self.model.encode(texts, batch_size=self.config.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=show_progress)

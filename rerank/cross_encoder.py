@@ -58,7 +58,7 @@ class CrossEncoderReranker:
                 logger.info("the %s backend runs on the CPU (device %s is not used)", self.backend, self.device)
             self.device, self.dtype = "cpu", torch.float32
             if self.backend == "openvino":
-                from rerank.openvino_backend import resolve_precision
+                from index.openvino_runtime import resolve_precision
 
                 self.precision = resolve_precision(config.precision)
         else:
@@ -111,7 +111,7 @@ class CrossEncoderReranker:
             return backend
         if self.device != "cpu":
             return "torch"
-        from rerank.openvino_backend import available
+        from index.openvino_runtime import available
 
         if available():
             return "openvino"
@@ -120,11 +120,11 @@ class CrossEncoderReranker:
 
     def _load_openvino(self) -> Any:
         """Convert (once, cached next to the model) and compile the OpenVINO model; frees the torch weights."""
-        from rerank.openvino_backend import OpenVinoClassifier, ensure_converted
+        from index.openvino_runtime import OpenVinoModel, ensure_converted
 
         sample = self.model.preprocess([("what is a query", "a passage that answers it")])
         path = ensure_converted(self.model.transformers_model, resolve_model(self.config.model), sample)
-        runner = OpenVinoClassifier(path, self.precision, self.config.num_threads)
+        runner = OpenVinoModel(path, self.precision, self.config.num_threads)
         self.model.to("meta")
         return runner
 

@@ -9,7 +9,7 @@ int8 quantization with per-channel weights and unsigned activations (VNNI-friend
   directory,
 - otherwise `$TWOSTAGE_CACHE_DIR` (default `~/.cache/twostage`) `/onnx/<fingerprint>/`.
 
-An `export.json` beside it records a fingerprint of the weights, config and recipe (see `rerank/export_cache.py`):
+An `export.json` beside it records a fingerprint of the weights, config and recipe (see `index/export_cache.py`):
 a stale file is exported again, never silently reused.
 
 Example:
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank import export_cache
+from index import export_cache
 
 logger = logging.getLogger(__name__)
 

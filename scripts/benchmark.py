@@ -343,18 +343,26 @@ def section_dense(pipe: Any, queries: list[str], args) -> dict[str, Any]:
     plain = timed_runs(lambda: model.encode(texts, batch_size=encoder.config.batch_size, show_progress_bar=False),
                        repeats, warmup=0)
     variants = {"plain SentenceTransformer.encode (fp32)": plain}
-    for precision in ("fp32", "bf16"):
-        enc = Encoder(encoder.name, encoder.config.model_copy(update={"precision": precision}))
+    plain_emb = model.encode(texts, batch_size=encoder.config.batch_size, normalize_embeddings=True,
+                             show_progress_bar=False)
+    embeddings = {}
+    for backend, precision in (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")):
+        if precision == "bf16" and not torch.cpu._is_avx512_bf16_supported():
+            continue
+        enc = Encoder(encoder.name, encoder.config.model_copy(update={"precision": precision, "backend": backend}))
         enc.encode_documents(texts[:8], show_progress=False)  # warm-up
-        variants[f"ours Encoder.encode_documents ({precision})"] = timed_runs(
-            lambda e=enc: e.encode_documents(texts, show_progress=False), repeats, warmup=0)
+        name = f"ours Encoder.encode_documents ({backend} {precision})"
+        variants[name] = timed_runs(lambda e=enc: e.encode_documents(texts, show_progress=False), repeats, warmup=0)
+        embeddings[name] = enc.encode_documents(texts, show_progress=False)
         del enc
     base = len(texts) / median(plain)
     rows, enc_out = [], {}
     for name, secs in variants.items():
         rate = len(texts) / median(secs)
-        enc_out[name] = {"passages_per_s": rate, "x_plain": rate / base, "runs_s": secs}
-        rows.append({"encoder": name, "passages/s": rate, "x plain": rate / base})
+        cosine = float((embeddings[name] * plain_emb).sum(axis=1).min()) if name in embeddings else 1.0
+        enc_out[name] = {"passages_per_s": rate, "x_plain": rate / base, "runs_s": secs,
+                         "min_cosine_vs_plain": cosine}
+        rows.append({"encoder": name, "passages/s": rate, "x plain": rate / base, "min cos vs plain": cosine})
     qs = queries[: args.dense_queries]
     one = timed_runs(lambda: [encoder.encode_queries([q]) for q in qs], args.repeats)
     batched = timed_runs(lambda: [encoder.encode_queries(qs[i : i + args.batch_size])

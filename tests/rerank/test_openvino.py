@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-import rerank.openvino_backend as ov_backend
-from rerank import export_cache
+import index.openvino_runtime as ov_backend
+from index import export_cache
 from rerank.cross_encoder import CrossEncoderReranker
 from tests.rerank.exported import QUERY, make_pairs, retrain_in_place
 

@@ -1,10 +1,11 @@
-"""The `openvino` reranker backend: the classifier converted once to OpenVINO IR, run by OpenVINO's CPU plugin.
+"""The `openvino` backend: a cross-encoder (or a bi-encoder's transformer) converted once to OpenVINO IR, run by
+OpenVINO's CPU plugin.
 
 Why: on a CPU with AVX-512 BF16 (or AMX) OpenVINO runs the whole graph in bf16 with fused attention and
 layer-norm kernels, which is faster than torch's bf16 autocast at the same ranking (see the README's Performance
 section); on other CPUs it runs fp32, still with fused kernels.
 
-The IR (`model.xml` + `model.bin`, fp32 weights) is cached like the ONNX export (`rerank/export_cache.py`):
+The IR (`model.xml` + `model.bin`, fp32 weights) is cached like the ONNX export (`index/export_cache.py`):
 `<model dir>/openvino/` when the model is a writable local directory, else the user cache; a fingerprint of the
 weights and recipe decides whether a cached IR is current. Precision is chosen when the IR is compiled, not
 baked into it, so one IR serves `fp32` and `bf16`.
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank import export_cache
+from index import export_cache
 
 logger = logging.getLogger(__name__)
 
@@ -69,22 +70,24 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-class _Logits(torch.nn.Module):
-    """Keyword inputs in, logits out: one output tensor whatever the model's output class."""
+class _Output(torch.nn.Module):
+    """Keyword inputs in, one named output tensor out (`logits` of a classifier, `last_hidden_state` of an
+    encoder) whatever the model's output class."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, output: str) -> None:
         super().__init__()
         self.model = model
+        self.output = output
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        return self.model(**kwargs).logits
+        return getattr(self.model(**kwargs), self.output)
 
 
-def _convert(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], directory: Path) -> None:
+def _convert(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], directory: Path, output: str) -> None:
     """Write model.xml/model.bin into `directory` via a temporary folder beside them: the .bin is moved first
     and the manifest written last, so a crash leaves either the old files or files that are not yet current."""
     import openvino as ov
@@ -94,7 +97,7 @@ def _convert(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], directo
     with tempfile.TemporaryDirectory(dir=directory, prefix=".convert-") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings, one per data-dependent branch
-            converted = ov.convert_model(_Logits(model).eval(), example_input=example)
+            converted = ov.convert_model(_Output(model, output).eval(), example_input=example)
         for port, name in zip(converted.inputs, names):
             port.get_tensor().set_names({name})
         # fp32 weights in the file: the precision is chosen at compile time (compress_to_fp16 would round them).
@@ -103,9 +106,11 @@ def _convert(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], directo
         os.replace(Path(tmp) / FILENAME, directory / FILENAME)
 
 
-def ensure_converted(model: torch.nn.Module, source: str, sample: Mapping[str, torch.Tensor]) -> Path:
-    """The cached IR for `model` (converted now only if no current one exists)."""
-    digest = export_cache.fingerprint(model, {"backend": "openvino", "recipe": RECIPE_VERSION})
+def ensure_converted(model: torch.nn.Module, source: str, sample: Mapping[str, torch.Tensor],
+                     output: str = "logits") -> Path:
+    """The cached IR for `model` (converted now only if no current one exists); `output` names the model output
+    the IR returns (`logits` for a cross-encoder, `last_hidden_state` for a bi-encoder's transformer)."""
+    digest = export_cache.fingerprint(model, {"backend": "openvino", "recipe": RECIPE_VERSION, "output": output})
     candidates = export_cache.candidate_dirs(source, digest, SUBDIR)
     for directory in candidates:
         if export_cache.is_current(directory, FILENAME, digest, companions=(WEIGHTS,)):
@@ -116,13 +121,13 @@ def ensure_converted(model: torch.nn.Module, source: str, sample: Mapping[str, t
         raise PermissionError(f"cannot write an OpenVINO model to any of {[str(d) for d in candidates]}; "
                               "set TWOSTAGE_CACHE_DIR to a writable folder")
     logger.info("converting %s to OpenVINO IR, once; cached at %s", source, directory)
-    _convert(model, sample, directory)
+    _convert(model, sample, directory, output)
     export_cache.record(directory, FILENAME, digest, source, RECIPE_VERSION)
     return directory / FILENAME
 
 
-class OpenVinoClassifier:
-    """A compiled OpenVINO model over a converted classifier: features in, float32 logits out.
+class OpenVinoModel:
+    """A compiled OpenVINO model: tokenizer features in, its one output (float32) out.
 
     Not thread-safe on its own (one infer request); `CrossEncoderReranker` serializes calls.
     """

@@ -47,7 +47,8 @@ def candidate_dirs(source: str, digest: str, subdir: str) -> list[Path]:
     """Next to the model first (if it is a local directory), then the user cache."""
     dirs = []
     local = Path(source)
-    if local.is_dir():
+    # Not inside an installed package (a pip-installed model, our wheel): pip would leave the export behind.
+    if local.is_dir() and not {"site-packages", "dist-packages"}.intersection(local.resolve().parts):
         dirs.append(local / subdir)
     dirs.append(cache_root() / subdir / digest[:24])
     return dirs
