@@ -7,6 +7,7 @@ first stage and a dev split carved out of the training queries for model selecti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -86,7 +87,9 @@ def main(args) -> int:
         model = load_model(args.base, "cross-encoder", CrossEncoder, device="cpu")
         model.training_steps = 0
     else:
-        model = train_cross_encoder(examples, args.base, args.output, tcfg)
+        # The trainer writes its loss logs to stdout (tqdm.write): keep stdout for the summary (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            model = train_cross_encoder(examples, args.base, args.output, tcfg)
 
     dev_metrics: dict[str, float | int | str] = {"dev_queries": len(dev_ids)}
     best_w = 0.0

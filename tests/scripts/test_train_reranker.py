@@ -27,7 +27,7 @@ def test_train_reranker_script_writes_model_card_and_dev_metrics(tmp_path, tiny_
          "--quiet", "--seed", "7"],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.splitlines()[-1])
+    summary = json.loads(proc.stdout)  # stdout holds the summary only (the trainer's logs go to stderr)
     assert summary["steps"] == 2
     assert summary["dev"]["dev_queries"] == 2
     info = json.loads((out / "training_info.json").read_text())
