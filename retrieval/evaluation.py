@@ -468,7 +468,8 @@ def evaluate(pipeline: SearchPipeline, dataset: BeirDataset, stages: Sequence[st
 
 # Settings that only matter at query time: an index built with other values of these is the same index.
 _QUERY_TIME = {"bm25": ("variant", "backend", "k1", "b", "delta", "epsilon", "top_k"),
-               "dense": ("batch_size", "device", "query_prefix", "top_k")}
+               # backend: torch and openvino fp32 embeddings agree to 1e-6, so an index built by either serves both
+               "dense": ("batch_size", "device", "backend", "query_prefix", "top_k")}
 _QUERY_TIME_FAISS = ("ef_search", "nprobe", "rescore")
 
 

@@ -309,8 +309,13 @@ def test_cached_index_reuses_matching_builds(tmp_path, tiny_bi_encoder):
 def test_index_settings_ignore_query_time_knobs():
     base = PipelineConfig().build_config().model_dump(mode="json")
     tuned = PipelineConfig.model_validate(
-        {"first_stage": {"bm25": {"k1": 0.9, "top_k": 1000}, "dense": {"top_k": 5, "faiss": {"nprobe": 3}}}})
+        {"first_stage": {"bm25": {"k1": 0.9, "top_k": 1000},
+                         "dense": {"top_k": 5, "backend": "openvino", "faiss": {"nprobe": 3}}}})
     assert index_settings(tuned.build_config().model_dump(mode="json")) == index_settings(base)
+    # A manifest written before a query-time key existed still matches (cached indexes survive an upgrade).
+    older = json.loads(json.dumps(base))
+    del older["dense"]["backend"]
+    assert index_settings(older) == index_settings(base)
     chunked = PipelineConfig.model_validate({"index": {"chunking": {"max_words": 50, "overlap": 10}}})
     assert index_settings(chunked.build_config().model_dump(mode="json")) != index_settings(base)
 
