@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -64,6 +65,7 @@ class ModelCard:
     loss: str
     config: dict[str, Any]
     dev_metrics: dict[str, Any] = field(default_factory=dict)
+    new_head: bool = True  # False when the base already was a cross-encoder (its head is trained further)
     date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -196,6 +198,10 @@ def save_fp16(model, output: str | Path) -> None:
         tensors = load_file(str(file))
         save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}, str(file),
                   metadata={"format": "pt"})
+        # save_file leaves the file owner-only (0600): give it the usual umask-derived mode like every other file.
+        umask = os.umask(0)
+        os.umask(umask)
+        file.chmod(0o666 & ~umask)
     for leftover in (output / "checkpoints",):
         if leftover.exists():
             import shutil
@@ -247,6 +253,7 @@ def write_model_card(output: str | Path, card: ModelCard, extra_markdown: str = 
     output = Path(output)
     (output / "training_info.json").write_text(json.dumps(asdict(card), indent=2, default=str), encoding="utf-8")
     dev = "\n".join(f"| {k} | {v} |" for k, v in card.dev_metrics.items())
+    head = "a new one-label head on its encoder body" if card.new_head else "a cross-encoder, trained further"
     text = f"""---
 library_name: sentence-transformers
 pipeline_tag: text-ranking
@@ -258,7 +265,7 @@ base_model: {card.base_model}
 
 Trained with `scripts/train_reranker.py` on {card.date}.
 
-- Base model: `{card.base_model}` (a new one-label head on its encoder body)
+- Base model: `{card.base_model}` ({head})
 - Training data: {card.training_data}
 - Examples: {card.examples:,}; optimizer steps: {card.steps:,}; loss: {card.loss}
 - Settings: `{json.dumps(card.config)}`

@@ -24,6 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
 
 
+def _is_cross_encoder(base: str) -> bool:
+    """Whether `base` already has a sequence-classification head (then training continues it)."""
+    from transformers import AutoConfig
+
+    from index.models import resolve_model
+
+    try:
+        architectures = AutoConfig.from_pretrained(resolve_model(base)).architectures or []
+    except (OSError, ValueError):
+        return False
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
 def main(args) -> int:
     from rerank.training import (
         ModelCard,
@@ -39,6 +52,7 @@ def main(args) -> int:
     )
 
     started = time.perf_counter()
+    new_head = not _is_cross_encoder(args.base)
     config = load_config(args.config)
     config.rerank = None
     config.index.path = Path(args.index) if args.index else cached_index(args.dataset, config, args.cache_dir,
@@ -129,7 +143,7 @@ def main(args) -> int:
         examples=len(examples), steps=int(getattr(model, "training_steps", 0)), loss=args.loss,
         config={**vars(tcfg), "negatives": args.negatives, "negatives_from": args.negatives_from,
                 "candidates": args.candidates, "skip_top": args.skip_top, "pseudo_queries": args.pseudo_queries},
-        dev_metrics=dev_metrics)
+        dev_metrics=dev_metrics, new_head=new_head)
     if args.no_train:
         (Path(args.output) / "dev_metrics.json").write_text(json.dumps(dev_metrics, indent=2))
     else:

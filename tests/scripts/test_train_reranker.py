@@ -35,7 +35,11 @@ def test_train_reranker_script_writes_model_card_and_dev_metrics(tmp_path, tiny_
     assert "split 'train'" in info["training_data"] and "pseudo-queries" in info["training_data"]
     settings = json.loads((out / "twostage.json").read_text())
     assert 0.0 <= settings["interpolation"] <= 1.0 and settings["first_stage"] == "bm25"
-    assert "Dev-split metrics" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "Dev-split metrics" in card and "a cross-encoder, trained further" in card  # the base had a head
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not left owner-only
     # The dev split follows --dev-seed (default 13), not the training --seed: every stage holds out the same queries.
     from rerank.training import split_dev
     from retrieval.evaluation import load_beir
