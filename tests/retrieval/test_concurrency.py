@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,12 +87,17 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("rerank", [False, True], ids=["hybrid", "hybrid+rerank"])
+@pytest.mark.parametrize("rerank", [None, "torch", "openvino"],
+                         ids=["hybrid", "hybrid+rerank", "hybrid+openvino rerank"])
 def test_8_threads_1000_queries_equal_the_sequential_run(sample_index, tiny_bi_encoder, tiny_cross_encoder, rerank,
-                                                         one_torch_thread):
+                                                         one_torch_thread, tmp_path):
     config = pipeline_config(sample_index, tiny_bi_encoder)
-    if rerank:
+    if rerank == "torch":
         config["rerank"] = {"model": str(tiny_cross_encoder), "top_n": 10}
+    elif rerank == "openvino":  # a private copy: the converted IR is cached beside the model
+        shutil.copytree(tiny_cross_encoder, tmp_path / "ce")
+        config["rerank"] = {"model": str(tmp_path / "ce"), "top_n": 10, "backend": "openvino", "precision": "fp32",
+                            "num_threads": 1}
     pipe = SearchPipeline.from_config(config)
     sequential = _sequential(pipe, 5)
     assert sum(1 for r in sequential if r) > 900  # the run does real work
