@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "export.json"
 
@@ -95,3 +98,39 @@ def int64_feed(features: Mapping[str, Any], names: list[str]) -> dict[str, np.nd
         array = value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         feed[name] = array.astype(np.int64, copy=False)
     return feed
+
+
+def ensure(source: str, digest: str, subdir: str, filename: str, write: Callable[[Path], None], recipe: int,
+           companions: tuple[str, ...] = (), what: str = "an export") -> Path:
+    """`<dir>/filename`, current for `digest`: reused from the first candidate folder that has it, else written
+    by `write(folder)` into the first writable one and only then recorded in its manifest."""
+    candidates = candidate_dirs(source, digest, subdir)
+    for directory in candidates:
+        if is_current(directory, filename, digest, companions):
+            logger.debug("reusing %s", directory / filename)
+            return directory / filename
+    directory = next((d for d in candidates if writable(d)), None)
+    if directory is None:
+        raise PermissionError(f"cannot write {what} to any of {[str(d) for d in candidates]}; "
+                              "set TWOSTAGE_CACHE_DIR to a writable folder")
+    write(directory)
+    record(directory, filename, digest, source, recipe)
+    return directory / filename
+
+
+class SingleOutput(torch.nn.Module):
+    """Inputs in (by keyword, or positionally in input_ids/attention_mask/token_type_ids order, which is what
+    `torch.onnx.export` traces), one named model output out (`logits`, `last_hidden_state`), whatever the model's
+    output class."""
+
+    def __init__(self, model: torch.nn.Module, output: str) -> None:
+        super().__init__()
+        self.model = model
+        self.output = output
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return getattr(self.model(**kwargs), self.output)

@@ -70,23 +70,6 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-class _Output(torch.nn.Module):
-    """Keyword inputs in, one named output tensor out (`logits` of a classifier, `last_hidden_state` of an
-    encoder) whatever the model's output class."""
-
-    def __init__(self, model: torch.nn.Module, output: str) -> None:
-        super().__init__()
-        self.model = model
-        self.output = output
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        return getattr(self.model(**kwargs), self.output)
-
-
 def _convert(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], directory: Path, output: str) -> None:
     """Write model.xml/model.bin into `directory` via a temporary folder beside them: the .bin is moved first
     and the manifest written last, so a crash leaves either the old files or files that are not yet current."""
@@ -97,7 +80,7 @@ def _convert(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], directo
     with tempfile.TemporaryDirectory(dir=directory, prefix=".convert-") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings, one per data-dependent branch
-            converted = ov.convert_model(_Output(model, output).eval(), example_input=example)
+            converted = ov.convert_model(export_cache.SingleOutput(model, output).eval(), example_input=example)
         for port, name in zip(converted.inputs, names):
             port.get_tensor().set_names({name})
         # fp32 weights in the file: the precision is chosen at compile time (compress_to_fp16 would round them).
@@ -111,19 +94,13 @@ def ensure_converted(model: torch.nn.Module, source: str, sample: Mapping[str, t
     """The cached IR for `model` (converted now only if no current one exists); `output` names the model output
     the IR returns (`logits` for a cross-encoder, `last_hidden_state` for a bi-encoder's transformer)."""
     digest = export_cache.fingerprint(model, {"backend": "openvino", "recipe": RECIPE_VERSION, "output": output})
-    candidates = export_cache.candidate_dirs(source, digest, SUBDIR)
-    for directory in candidates:
-        if export_cache.is_current(directory, FILENAME, digest, companions=(WEIGHTS,)):
-            logger.debug("reusing %s", directory / FILENAME)
-            return directory / FILENAME
-    directory = next((d for d in candidates if export_cache.writable(d)), None)
-    if directory is None:
-        raise PermissionError(f"cannot write an OpenVINO model to any of {[str(d) for d in candidates]}; "
-                              "set TWOSTAGE_CACHE_DIR to a writable folder")
-    logger.info("converting %s to OpenVINO IR, once; cached at %s", source, directory)
-    _convert(model, sample, directory, output)
-    export_cache.record(directory, FILENAME, digest, source, RECIPE_VERSION)
-    return directory / FILENAME
+
+    def write(directory: Path) -> None:
+        logger.info("converting %s to OpenVINO IR, once; cached at %s", source, directory)
+        _convert(model, sample, directory, output)
+
+    return export_cache.ensure(source, digest, SUBDIR, FILENAME, write, RECIPE_VERSION, companions=(WEIGHTS,),
+                               what="an OpenVINO model")
 
 
 class OpenVinoModel:

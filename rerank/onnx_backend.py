@@ -52,22 +52,6 @@ def fingerprint(model: torch.nn.Module, quantization: str) -> str:
     return export_cache.fingerprint(model, {"recipe": RECIPE_VERSION, "quantization": quantization, "opset": OPSET})
 
 
-def _writable(directory: Path) -> bool:
-    return export_cache.writable(directory)
-
-
-class _Logits(torch.nn.Module):
-    """Positional inputs in, logits out: the signature `torch.onnx.export` traces."""
-
-    def __init__(self, model: torch.nn.Module, input_names: list[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs))).logits
-
-
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter warns per traced branch and the quantizer logs per tensor on the root logger: hush both."""
@@ -96,7 +80,7 @@ def _export(model: torch.nn.Module, sample: Mapping[str, torch.Tensor], quantiza
         try:
             if previous not in (None, "eager"):
                 model.set_attn_implementation("eager")  # SDPA exports to a graph ORT cannot fuse
-            wrapper = _Logits(model, names).eval()
+            wrapper = export_cache.SingleOutput(model, "logits").eval()
             with torch.no_grad():
                 torch.onnx.export(
                     wrapper, tuple(sample[n].cpu() for n in names), str(raw), dynamo=False, input_names=names,
@@ -148,26 +132,19 @@ def ensure_exported(model: torch.nn.Module, source: str, sample: Mapping[str, to
         raise ValueError(f"unknown quantization {quantization!r}; choose one of {sorted(FILENAMES)}")
     filename = FILENAMES[quantization]
     digest = fingerprint(model, quantization)
-    candidates = export_cache.candidate_dirs(source, digest, ONNX_SUBDIR)
-    for directory in candidates:
-        if export_cache.is_current(directory, filename, digest):
-            logger.debug("reusing %s", directory / filename)
-            return directory / filename
-    directory = next((d for d in candidates if _writable(d)), None)
-    if directory is None:
-        raise PermissionError(f"cannot write an ONNX export to any of {[str(d) for d in candidates]}; "
-                              "set TWOSTAGE_CACHE_DIR to a writable folder")
-    target = directory / filename
-    logger.info("exporting %s to ONNX (%s), once; cached at %s", source, quantization, target)
-    with _quiet():
-        stats = _export(model, sample, quantization, target)
-    logger.info("fused operators: %s", stats)
-    if not stats.get("Attention"):
-        logger.warning("attention was not fused for this architecture; the ONNX model will be slower")
-    if quantization == "int8_partial" and not stats.get("fp32 FFN output projections"):
-        logger.warning("no feed-forward output projection found by name: int8_partial is the same as int8 here")
-    export_cache.record(directory, filename, digest, source, RECIPE_VERSION)
-    return target
+
+    def write(directory: Path) -> None:
+        target = directory / filename
+        logger.info("exporting %s to ONNX (%s), once; cached at %s", source, quantization, target)
+        with _quiet():
+            stats = _export(model, sample, quantization, target)
+        logger.info("fused operators: %s", stats)
+        if not stats.get("Attention"):
+            logger.warning("attention was not fused for this architecture; the ONNX model will be slower")
+        if quantization == "int8_partial" and not stats.get("fp32 FFN output projections"):
+            logger.warning("no feed-forward output projection found by name: int8_partial is the same as int8 here")
+
+    return export_cache.ensure(source, digest, ONNX_SUBDIR, filename, write, RECIPE_VERSION, what="an ONNX export")
 
 
 class OnnxClassifier:

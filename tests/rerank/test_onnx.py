@@ -14,6 +14,7 @@ import pytest
 from scipy.stats import spearmanr
 
 import rerank.onnx_backend as onnx_backend
+from index import export_cache
 from rerank.cross_encoder import CrossEncoderReranker
 from tests.rerank.exported import QUERY, make_pairs, retrain_in_place
 
@@ -88,8 +89,8 @@ def test_changed_weights_are_exported_again(model_dir):
 
 def test_unwritable_model_dir_falls_back_to_the_user_cache(model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TWOSTAGE_CACHE_DIR", str(tmp_path / "cache"))
-    real = onnx_backend._writable
-    monkeypatch.setattr(onnx_backend, "_writable", lambda d: d.parent != model_dir and real(d))
+    real = export_cache.writable
+    monkeypatch.setattr(export_cache, "writable", lambda d: d.parent != model_dir and real(d))
     rr = CrossEncoderReranker(str(model_dir), backend="onnx")
     assert rr._onnx.path.is_relative_to(tmp_path / "cache")
     assert not (model_dir / "onnx" / "model_qint8_avx512_vnni.onnx").exists()
