@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
 from array import array
 from collections import Counter
@@ -30,6 +32,15 @@ VOCAB_FILE = "bm25_vocab.json"
 # A multi-term query whose postings number at least 1/DENSE_FRACTION_INV of the documents is summed in a dense
 # per-document array (np.bincount); rarer queries sort their postings instead (no array of every document).
 DENSE_FRACTION_INV = 8
+# A query scores at most this many distinct indexed terms (the first, in query order; one warning when more), so
+# its work is bounded: at most MAX_QUERY_TERMS posting lists, each read once however often its term repeats, and
+# memory beyond one per-document accumulator bounded by the longest posting list. (Lucene's default clause limit.)
+MAX_QUERY_TERMS = 1024
+# The dense accumulator sums a long query's postings in parts of at most this many (or one corpus' worth, if more):
+# 12 bytes each, so a query holds at most ~12 MiB of postings at once however many terms it has.
+PART_POSTINGS = 1 << 20
+
+logger = logging.getLogger(__name__)
 
 
 class BM25Stats:
@@ -89,14 +100,21 @@ class BM25Stats:
 
     @classmethod
     def load(cls, directory: Path) -> BM25Stats:
-        with np.load(directory / STATS_FILE, allow_pickle=False) as z:
+        return cls.from_bytes((directory / STATS_FILE).read_bytes(), (directory / VOCAB_FILE).read_bytes(),
+                              directory / STATS_FILE)
+
+    @classmethod
+    def from_bytes(cls, stats: bytes, vocab_json: bytes, source: Path) -> BM25Stats:
+        """From the two files' contents, as read (and checked) by the index loader; `source` names them in
+        errors."""
+        with np.load(io.BytesIO(stats), allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("indptr", "indices", "tf", "doc_len")}
-        vocab = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
+        vocab = json.loads(vocab_json.decode("utf-8"))
         n_terms, n_docs = len(vocab), arrays["doc_len"].shape[0]
         indptr, indices = arrays["indptr"], arrays["indices"]
         if (indptr.shape != (n_terms + 1,) or indptr[-1] != indices.shape[0] or arrays["tf"].shape != indices.shape
                 or (indices.size and (indices.min() < 0 or indices.max() >= n_docs))):
-            raise ValueError(f"{directory / STATS_FILE}: BM25 arrays are inconsistent; rebuild the index")
+            raise ValueError(f"{source}: BM25 arrays are inconsistent; rebuild the index")
         return cls(vocab, indptr, indices, arrays["tf"], arrays["doc_len"])
 
     def doc_tokens(self) -> list[list[str]]:
@@ -164,54 +182,95 @@ class BM25Scorer:
         self._positive = bool(self.excess.size == 0 or self.excess.min() > 0)
         self._has_absent = bool(np.any(self.absent))
 
-    def _term_ids(self, tokens: Sequence[str]) -> list[int]:
-        """Vocabulary ids in query order; a repeated term stays repeated (rank-bm25 counts it twice)."""
+    def _query_terms(self, tokens: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Distinct indexed terms of a query in first-seen order, and how often each occurs.
+
+        rank-bm25 adds a repeated term once per occurrence; weighting its postings by the count gives the same
+        sum (within rounding) for the cost of one read. Only the first MAX_QUERY_TERMS distinct terms count.
+        """
         get = self.stats.term_ids.get
-        return [i for i in map(get, tokens) if i is not None]
+        found = [i for i in map(get, tokens) if i is not None]
+        if len(set(found)) == len(found):  # the common case, without a Counter's cost
+            ids, counts = found, [1] * len(found)
+        else:
+            by_term = Counter(found)
+            ids, counts = list(by_term), list(by_term.values())
+        if len(ids) > MAX_QUERY_TERMS:
+            logger.warning("BM25 query has %d distinct terms; scoring the first %d (index.bm25.MAX_QUERY_TERMS=%d)",
+                           len(ids), MAX_QUERY_TERMS, MAX_QUERY_TERMS)
+            ids, counts = ids[:MAX_QUERY_TERMS], counts[:MAX_QUERY_TERMS]
+        return ids, counts
 
-    def _constant(self, ids: list[int]) -> float:
+    def scored_tokens(self, tokens: Sequence[str]) -> list[str]:
+        """The tokens this scorer counts, in order, repeats kept: indexed terms among the first MAX_QUERY_TERMS
+        distinct ones (what another implementation, e.g. the rank_bm25 backend, must be given to agree)."""
+        ids, _ = self._query_terms(tokens)
+        kept = {self.stats.vocab[i] for i in ids}
+        return [t for t in tokens if t in kept]
+
+    def _constant(self, ids: list[int], counts: list[int]) -> float:
         """What every document gets regardless of its terms (bm25plus: delta * idf per query term; else 0)."""
-        return float(self.absent[ids].sum()) if self._has_absent and ids else 0.0
+        return float((self.absent[ids] * counts).sum()) if self._has_absent and ids else 0.0
 
-    def _postings(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Concatenated (document rows, weights) of the query terms' postings, in query-term order."""
-        ptr, indices, excess = self._indptr, self.stats.indices, self.excess
-        if len(ids) == 1:
-            s, e = ptr[ids[0]], ptr[ids[0] + 1]
-            return indices[s:e], excess[s:e]
-        spans = [(ptr[t], ptr[t + 1]) for t in ids]
+    def _spans(self, ids: list[int]) -> list[tuple[int, int]]:
+        """Where each term's postings lie in `stats.indices`."""
+        ptr = self._indptr
+        return [(ptr[t], ptr[t + 1]) for t in ids]
+
+    def _postings(self, spans: Sequence[tuple[int, int]], counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(document rows, weights) of these terms' postings in query-term order, each term's weights scaled by
+        its count (only repeats are scaled: a query without them stays bit-identical to rank-bm25's sum)."""
+        indices, excess = self.stats.indices, self.excess
+        if len(spans) == 1:
+            (s, e), count = spans[0], counts[0]
+            return indices[s:e], excess[s:e] * count if count != 1 else excess[s:e]
         return (np.concatenate([indices[s:e] for s, e in spans]),
-                np.concatenate([excess[s:e] for s, e in spans]))
+                np.concatenate([excess[s:e] * c if c != 1 else excess[s:e] for (s, e), c in zip(spans, counts)]))
+
+    def _dense(self, spans: list[tuple[int, int]], counts: list[int], total: int,
+               with_hits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Summed weights per document (and, if asked, which documents hold a query term); `total`: how many
+        postings the spans hold."""
+        n = self.stats.num_docs
+        acc: np.ndarray | None = None
+        hits = np.zeros(n, dtype=bool) if with_hits else None
+        budget = max(n, PART_POSTINGS)
+        for part in [(spans, counts)] if total <= budget else _parts(spans, counts, budget):
+            docs, weights = self._postings(*part)
+            if acc is None:  # bincount adds in input order, term by term in query order, as rank-bm25's loop does
+                acc = np.bincount(docs, weights=weights, minlength=n)
+            else:  # ufunc.at continues in that same order, so splitting the postings changes no bit
+                np.add.at(acc, docs, weights)
+            if hits is not None:
+                hits[docs] = True
+        return (np.zeros(n) if acc is None else acc), hits
 
     def get_scores(self, tokens: Sequence[str]) -> np.ndarray:
         """Scores for every document (what `rank_bm25`'s `get_scores` returns)."""
-        ids = self._term_ids(tokens)
-        n = self.stats.num_docs
+        ids, counts = self._query_terms(tokens)
         if not ids:
-            return np.zeros(n)
-        docs, vals = self._postings(ids)
-        # bincount adds in input order, i.e. term by term in query order, as rank-bm25's loop does.
-        scores = np.bincount(docs, weights=vals, minlength=n)
-        constant = self._constant(ids)
+            return np.zeros(self.stats.num_docs)
+        spans = self._spans(ids)
+        scores, _ = self._dense(spans, counts, sum(e - s for s, e in spans), with_hits=False)
+        constant = self._constant(ids, counts)
         return scores + constant if constant else scores
 
-    def _candidates(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(self, ids: list[int], counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Documents holding at least one query term and their summed weights (rows ascending)."""
-        docs, vals = self._postings(ids)
+        spans = self._spans(ids)
         if len(ids) == 1:  # one term's postings are already unique and sorted
+            docs, vals = self._postings(spans, counts)
             return docs.astype(np.int64), vals
         n = self.stats.num_docs
-        if len(docs) * DENSE_FRACTION_INV >= n:
+        total = sum(e - s for s, e in spans)
+        if total * DENSE_FRACTION_INV >= n:
             # Many postings: a dense per-document accumulator is cheaper than sorting them.
-            acc = np.bincount(docs, weights=vals, minlength=n)
-            if self._positive:
-                cand = np.flatnonzero(acc > 0)
-            else:
-                hit = np.zeros(n, dtype=bool)
-                hit[docs] = True
-                cand = np.flatnonzero(hit)
+            acc, hits = self._dense(spans, counts, total, with_hits=not self._positive)
+            cand = np.flatnonzero(acc > 0) if hits is None else np.flatnonzero(hits)
             return cand, acc[cand]
-        # Few postings (rare terms, large corpus): sort them, never touch an array of every document.
+        # Few postings (rare terms, large corpus; fewer than n / DENSE_FRACTION_INV in all): sort them, never
+        # touch an array of every document.
+        docs, vals = self._postings(spans, counts)
         order = np.argsort(docs, kind="stable")
         sorted_docs = docs[order]
         first = np.empty(len(docs), dtype=bool)
@@ -224,11 +283,11 @@ class BM25Scorer:
 
     def search(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k document rows and scores among documents that contain a query term (ties: lower row first)."""
-        ids = self._term_ids(tokens)
+        ids, counts = self._query_terms(tokens)
         if not ids or k < 1:
             return np.empty(0, dtype=np.int64), np.empty(0)
-        cand, scores = self._candidates(ids)
-        constant = self._constant(ids)
+        cand, scores = self._candidates(ids, counts)
+        constant = self._constant(ids, counts)
         return _top_k(cand, scores + constant if constant else scores, k)
 
     def search_batch(self, queries: Sequence[Sequence[str]], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -238,6 +297,19 @@ class BM25Scorer:
         documents) product and a dense (queries x documents) block: each query's accumulator stays in cache.
         """
         return [self.search(tokens, k) for tokens in queries]
+
+
+def _parts(spans: list[tuple[int, int]], counts: list[int],
+           budget: int) -> list[tuple[list[tuple[int, int]], list[int]]]:
+    """The query terms in order, cut into runs of at most `budget` postings (a longer posting list alone)."""
+    parts, start, size = [], 0, 0
+    for i, (s, e) in enumerate(spans):
+        if i > start and size + e - s > budget:
+            parts.append((spans[start:i], counts[start:i]))
+            start, size = i, 0
+        size += e - s
+    parts.append((spans[start:], counts[start:]))
+    return parts
 
 
 def _top_k(cand: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,9 @@
 """Build one index directory: documents store, BM25 statistics, embeddings + FAISS, and the manifest.
 
 The build writes into a hidden temp directory beside the target and swaps it into place at the end, so a crash
-at any point leaves the previous index intact; leftovers of crashed builds are removed by the next build.
+at any point leaves the previous index intact; leftovers of crashed builds are removed by the next build. The swap
+replaces the whole directory, so a build refuses to start (and to swap) while the target holds anything the
+previous build did not write; a symlinked target is resolved, so the link stays and points to the new index.
 
 Example:
     >>> from index.builder import build_index
@@ -12,9 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import glob
+import json
 import logging
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,17 +31,30 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index.analyzer import Analyzer
-from index.bm25 import BM25Stats
+from index.bm25 import STATS_FILE, VOCAB_FILE, BM25Stats
 from index.chunking import chunk_document
 from index.config import BuildConfig
-from index.dense import CHARS_PER_TOKEN_CAP, EMBEDDINGS_FILE, Encoder, build_faiss, save_faiss
+from index.dense import CHARS_PER_TOKEN_CAP, EMBEDDINGS_FILE, FAISS_FILE, Encoder, build_faiss, save_faiss
 from index.documents import ReadStats, read_corpus
 from index.manifest import MANIFEST_FILE, IndexDirError, write_manifest
+from index.store import STORE_FILE, StoreWriter
 
 logger = logging.getLogger(__name__)
 
 LIBRARY_VERSION = "0.1.0"
 _RENAME_EXCHANGE = 2
+# Every name a build writes; what a rebuild may replace when the previous manifest is too damaged to list its files.
+_BUILD_FILES = frozenset({MANIFEST_FILE, STORE_FILE, STATS_FILE, VOCAB_FILE, EMBEDDINGS_FILE, FAISS_FILE})
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_SQLITE_FULL = 13  # sqlite3.SQLITE_FULL (named in the module only from Python 3.11)
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a build; the message says what state the index at the target was left in."""
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while a build wrote its temp directory; the target was not changed."""
 
 
 @dataclass
@@ -50,6 +69,11 @@ class BuildReport:
 
 def _temp_name(target: Path, kind: str) -> Path:
     return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _temp_glob(target: Path, kind: str, pid: int | str = "*") -> list[Path]:
+    # escaped: a name such as `idx[1]` must match itself, not a character class
+    return list(target.parent.glob(f"{glob.escape(f'.{target.name}.{kind}-')}{pid}-*"))
 
 
 def _test_pause(phase: str) -> None:
@@ -77,14 +101,14 @@ def clean_leftovers(target: Path) -> list[Path]:
         return removed
     if not target.exists():
         # A crash between the two renames of the fallback swap: put the previous index back first.
-        olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        olds = sorted(_temp_glob(target, "old"), key=lambda p: p.stat().st_mtime)
         for old in reversed(olds):
             if (old / MANIFEST_FILE).is_file():
                 os.rename(old, target)
                 logger.warning("restored the previous index at %s from an interrupted build", target)
                 break
     for kind in ("tmp", "old"):
-        for leftover in target.parent.glob(f".{target.name}.{kind}-*"):
+        for leftover in _temp_glob(target, kind):
             try:
                 pid = int(leftover.name.rsplit("-", 2)[1])
             except (IndexError, ValueError):
@@ -112,23 +136,47 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _swap_into_place(tmp: Path, target: Path) -> None:
+def _swap_into_place(tmp: Path, target: Path) -> Path | None:
+    """Put `tmp` at `target`; returns where the previous index now is (to be removed), None if there was none."""
     if not target.exists():
         os.rename(tmp, target)
-        return
+        return None
     if _exchange(tmp, target):
-        _test_pause("swapped")
-        shutil.rmtree(tmp)  # now holds the previous index
-        return
+        return tmp
     # Fallback: two renames; a crash between them leaves the old index at `.name.old-*`, which the next build
     # or `IndexDirectory.load` does not lose (clean_leftovers only removes it once a new index is in place).
     old = _temp_name(target, "old")
     os.rename(target, old)
     os.rename(tmp, target)
-    shutil.rmtree(old)
+    return old
 
 
-def _check_target(target: Path) -> None:
+def _remove_previous(previous: Path, target: Path) -> None:
+    # The new index is in place: failing to delete the old copy is no reason to report the build as failed.
+    try:
+        shutil.rmtree(previous)
+    except OSError as exc:
+        logger.warning("the new index is in place at %s, but its previous copy at %s could not be removed (%s); "
+                       "the next build removes it", target, previous, exc)
+
+
+def _resolve_output(given: Path) -> Path:
+    """The real directory behind `given`: the swap renames directories, and renaming onto a symlink would replace
+    the link (and leave the directory it pointed to behind) instead of the index."""
+    try:
+        target = given.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, before Python 3.13
+        raise IndexDirError(f"--output {given} cannot be resolved ({exc}); fix the symlink or choose another "
+                            "--output") from None
+    if target.is_symlink():  # a loop that resolve() leaves as it is (Python 3.13+)
+        raise IndexDirError(f"--output {given} cannot be resolved (a symlink loop); fix the symlink or choose "
+                            "another --output")
+    if target != given:
+        logger.info("%s is a symlink; building the index where it points, at %s", given, target)
+    return target
+
+
+def _check_target(target: Path, corpus: Path) -> None:
     if target.exists():
         if not target.is_dir():
             raise IndexDirError(f"{target} exists and is a file; choose another --output")
@@ -136,28 +184,123 @@ def _check_target(target: Path) -> None:
             raise IndexDirError(
                 f"{target} exists, is not empty and is not an index; refusing to replace it (choose another --output)"
             )
+    real_corpus = Path(os.path.realpath(corpus.expanduser()))
+    if real_corpus == target or target in real_corpus.parents:
+        raise IndexDirError(f"the corpus {corpus} lies inside the output directory {target}, which a rebuild "
+                            "replaces as a whole; move the corpus out of it or choose another --output")
+    _refuse_foreign_entries(target)
+
+
+def _previous_build_files(target: Path) -> set[str]:
+    """What the build that wrote `target` put there: the files its manifest lists, and the manifest. A manifest
+    too damaged to say counts as listing every name a build writes, so that a rebuild can still repair it."""
+    try:
+        listed = json.loads((target / MANIFEST_FILE).read_bytes()).get("files")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        listed = None
+    if not isinstance(listed, dict) or not listed:
+        return set(_BUILD_FILES)
+    return {MANIFEST_FILE, *(name for name in listed if isinstance(name, str))}
+
+
+def _refuse_foreign_entries(target: Path) -> None:
+    """The swap replaces the whole directory: anything in it that the previous build did not write would be lost."""
+    if not (target / MANIFEST_FILE).is_file():
+        return  # absent or empty (a non-empty directory that is not an index is refused by _check_target)
+    foreign = sorted(set(os.listdir(target)) - _previous_build_files(target))
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                                                if len(foreign) > 5 else "")
+        raise IndexDirError(f"{target} holds entries that are not part of the index (not in its {MANIFEST_FILE}): "
+                            f"{shown}; a rebuild replaces the whole directory and would delete them: move them out "
+                            f"of {target} or choose another --output")
+
+
+def _disk_full_errno(exc: BaseException) -> int | None:
+    """ENOSPC or EDQUOT when `exc`, or what it was raised from, says the disk is full, in the words of Python
+    (OSError), SQLite (SQLITE_FULL) or a C library that reports strerror in a RuntimeError (faiss)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return current.errno
+        if isinstance(current, sqlite3.Error) and (getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL
+                                                   or "database or disk is full" in str(current)):
+            return errno.ENOSPC
+        if isinstance(current, RuntimeError):
+            for code in _DISK_FULL_ERRNOS:
+                if os.strerror(code) in str(current):
+                    return code
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _disk_full_error(target: Path, code: int) -> DiskFullError:
+    err = DiskFullError(f"disk full while writing the index to {target} ({os.strerror(code)}); {target} is "
+                        f"unchanged and the partial build was removed; free space on the disk holding {target.parent} "
+                        "or choose another --output")
+    err.errno = code  # for callers that test errno; set after construction, the message stays as written
+    return err
+
+
+def _same_directory(path: Path, identity: os.stat_result | None) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return identity is not None and (st.st_dev, st.st_ino) == (identity.st_dev, identity.st_ino)
+
+
+def _interrupted(target: Path, tmp: Path, new_build: os.stat_result | None) -> str:
+    """What Ctrl-C left at `target`, read from the file system (so it is right wherever the signal landed)."""
+    own = os.getpid()
+    if _same_directory(target, new_build):
+        previous = sorted([*_temp_glob(target, "tmp", own), *_temp_glob(target, "old", own)])
+        tail = f"; the next build removes the previous one, left at {previous[0]}" if previous else ""
+        return f"interrupted after the swap: the new index is in place at {target}{tail}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if (target / MANIFEST_FILE).is_file():
+        return f"interrupted before the swap: the index at {target} is untouched (the partial build was removed)"
+    olds = _temp_glob(target, "old", own)
+    if olds:
+        return (f"interrupted during the swap: no index at {target} for now; the previous one waits at {olds[0]} "
+                f"and the next build of {target} puts it back first")
+    return f"interrupted before the swap: no index was made at {target} (the partial build was removed)"
 
 
 def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | None = None,
                 encoder: Encoder | None = None, show_progress: bool = True) -> BuildReport:
     """Read `corpus`, build every enabled component, and put the index at `output` atomically."""
     config = config or BuildConfig()
-    target = Path(output).expanduser().absolute()
-    _check_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(target)
+    given = Path(output).expanduser().absolute()
+    target = _resolve_output(given)
+    _check_target(target, Path(corpus))
     if not config.bm25.enabled and not config.dense.enabled:
         raise ValueError("both bm25 and dense are disabled; enable at least one first-stage retriever")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(target)
     start = time.perf_counter()
     tmp = _temp_name(target, "tmp")
-    tmp.mkdir()
+    new_build: os.stat_result | None = None
     try:
+        tmp.mkdir()
+        new_build = tmp.stat()
         report = _build_into(Path(corpus), tmp, config, encoder, show_progress)
-        _swap_into_place(tmp, target)
-    except BaseException:
+        _refuse_foreign_entries(target)  # again: something saved into the index while the build ran
+        previous = _swap_into_place(tmp, target)
+        _test_pause("swapped")
+        if previous is not None:
+            _remove_previous(previous, target)
+    except KeyboardInterrupt as exc:
+        raise BuildInterrupted(_interrupted(target, tmp, new_build)) from exc
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        code = _disk_full_errno(exc)
+        if code is not None:
+            raise _disk_full_error(target, code) from exc
         raise
-    report.path = target
+    report.path = given
     report.seconds = time.perf_counter() - start
     report.bytes_on_disk = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
     return report
@@ -165,8 +308,6 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
 
 def _build_into(corpus: Path, tmp: Path, config: BuildConfig, encoder: Encoder | None,
                 show_progress: bool) -> BuildReport:
-    from index.store import StoreWriter
-
     stats = ReadStats()
     analyzer = Analyzer(config.bm25.analyzer)
     writer = StoreWriter(tmp, chunked=config.chunking is not None)
@@ -174,16 +315,21 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, encoder: Encoder |
     terms: dict[str, str] = {}  # one string object per distinct term keeps the token lists small
     dense_texts: list[str] = []
     docs = read_corpus(corpus, config.corpus, stats)
-    for doc in tqdm(docs, desc="reading", unit="doc", disable=not show_progress):
-        passages = list(chunk_document(doc, config.chunking))
-        writer.add(doc, passages)
-        for p in passages:
-            joined = f"{p.title}\n{p.text}" if p.title else p.text
-            if config.bm25.enabled:
-                tokens.append([terms.setdefault(t, t) for t in analyzer.tokenize(joined)])
-            if config.dense.enabled:
-                dense_texts.append(joined[: 512 * CHARS_PER_TOKEN_CAP])
-    files = [writer.close()]
+    try:
+        for doc in tqdm(docs, desc="reading", unit="doc", disable=not show_progress):
+            passages = list(chunk_document(doc, config.chunking))
+            writer.add(doc, passages)
+            for p in passages:
+                joined = f"{p.title}\n{p.text}" if p.title else p.text
+                if config.bm25.enabled:
+                    tokens.append([terms.setdefault(t, t) for t in analyzer.tokenize(joined)])
+                if config.dense.enabled:
+                    dense_texts.append(joined[: 512 * CHARS_PER_TOKEN_CAP])
+        files = [writer.close()]
+    except BaseException:
+        # An open handle would keep the deleted store's space in use, and a full disk full.
+        writer.conn.close()
+        raise
     _test_pause("read")
     manifest: dict = {
         "library_version": LIBRARY_VERSION,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -64,6 +64,10 @@ class FaissConfig(StrictModel):
     nprobe: int = Field(16, ge=1)
     rescore: int = Field(0, ge=0, description="re-score this many candidates with exact fp32 vectors (sq8/ivf)")
 
+    # The build parameters each index type reads; the others change nothing in what is built.
+    BUILD_PARAMS: ClassVar[dict[str, tuple[str, ...]]] = {"flat": (), "hnsw": ("hnsw_m", "ef_construction"),
+                                                          "ivf": ("nlist",), "sq8": ()}
+
 
 class DenseConfig(StrictModel):
     enabled: bool = True
@@ -105,6 +109,18 @@ class CorpusConfig(StrictModel):
     title_field: str = "title"
     text_field: str = "text"
     on_empty: Literal["skip", "error"] = "skip"
+    quoting: Literal["auto", "csv", "none"] = Field(
+        "auto", description='csv/tsv: auto = csv quotes fields with " (RFC 4180) and tsv has no quoting, a " is text '
+        "(IANA text/tab-separated-values, as BEIR and MS MARCO write it); csv or none force one or the other",
+    )
+    multiline_fields: bool = Field(
+        False, description="csv: allow a quoted field to span lines; off, a record over several lines is refused, "
+        'since that is what a stray " looks like (it swallows the rows after it)',
+    )
+    folder_id_suffix: bool = Field(
+        False, description="folder: ids keep the file suffix (notes.md, notes.txt), for folders where two files "
+        "differ only by it; off, the id is the relative path without the suffix",
+    )
 
 
 class BuildConfig(StrictModel):
@@ -114,3 +130,29 @@ class BuildConfig(StrictModel):
     chunking: ChunkingConfig | None = None
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
+
+    # The one list of settings read only at query time: an index built with other values of these is the same
+    # index, so a pipeline may set them freely and the evaluation cache ignores them. Every other setting decides
+    # what the index holds. (BM25 stores raw counts, so its formula is chosen at query time; dense backend and
+    # precision run the same model, whose document vectors serve queries encoded either way.) Of `dense.faiss`,
+    # only the type and its `FaissConfig.BUILD_PARAMS` decide what is built; ef_search, nprobe, rescore do not.
+    QUERY_TIME: ClassVar[dict[str, tuple[str, ...]]] = {
+        "bm25": ("variant", "backend", "k1", "b", "delta", "epsilon", "top_k"),
+        "dense": ("batch_size", "device", "backend", "precision", "query_prefix", "trust_remote_code", "top_k"),
+    }
+
+    def index_settings(self) -> dict[str, Any]:
+        """The settings that decide what the index holds, as JSON: no query-time keys, a disabled stage as
+        `{"enabled": false}`, and only the FAISS build parameters its index type reads."""
+        out = self.model_dump(mode="json")
+        for stage in ("bm25", "dense"):
+            if not out[stage]["enabled"]:
+                out[stage] = {"enabled": False}
+        for stage, keys in self.QUERY_TIME.items():
+            for key in keys:
+                out[stage].pop(key, None)
+        faiss = out["dense"].get("faiss")
+        if faiss is not None:
+            kept = {"type", *FaissConfig.BUILD_PARAMS[faiss["type"]]}
+            out["dense"]["faiss"] = {k: v for k, v in faiss.items() if k in kept}
+        return out

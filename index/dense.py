@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import faiss
@@ -165,9 +165,16 @@ def search_faiss(index: faiss.Index, queries: np.ndarray, k: int, config: FaissC
 
 
 def save_faiss(index: faiss.Index, directory: Path) -> str:
-    faiss.write_index(index, str(directory / FAISS_FILE))
+    # Through a Python file, not a path: faiss only prints a failed fclose (a full disk), leaving a short file
+    # that the manifest would then certify; Python raises OSError on every failed write, the last flush included.
+    with open(directory / FAISS_FILE, "wb") as fh:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write))
     return FAISS_FILE
 
 
-def load_faiss(directory: Path) -> faiss.Index:
-    return faiss.read_index(str(directory / FAISS_FILE))
+def load_faiss(source: Path | Callable[[int], bytes]) -> faiss.Index:
+    """From an index directory, or from `read(n)` (at most n bytes per call) of an already open, checked file:
+    faiss pulls the bytes in blocks, so no second copy of the index is held in memory."""
+    if isinstance(source, Path):
+        return faiss.read_index(str(source / FAISS_FILE))
+    return faiss.read_index(faiss.PyCallbackIOReader(source))

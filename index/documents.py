@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 FOLDER_SUFFIXES = (".txt", ".md")
 # JSON may spell unpaired UTF-16 surrogates ("\\ud800"); such strings cannot be stored or tokenized.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A record (the line's object counts as one level) may nest this deep: far more than real metadata needs, and far
+# below where json.loads/json.dumps recurse out of stack, so whatever is read can always be stored and read back.
+MAX_JSON_DEPTH = 64
 
 
 class CorpusError(ValueError):
@@ -81,9 +85,9 @@ def read_corpus(
     elif fmt == "jsonl":
         raw = _read_jsonl(path, config)
     elif fmt in ("csv", "tsv"):
-        raw = _read_delimited(path, config, "," if fmt == "csv" else "\t")
+        raw = _read_delimited(path, config, fmt)
     else:
-        raw = _read_folder(path)
+        raw = _read_folder(path, config)
     seen: dict[str, str] = {}
     for where, doc in raw:
         if doc.doc_id in seen:
@@ -136,7 +140,27 @@ def _field(record: dict[str, Any], name: str, where: str, *, required: bool, fal
     return value
 
 
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests containers more than `limit` levels (itself counted). Iterative, so neither a deep
+    nor a self-containing value can exhaust the stack the way json.dumps would."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _too_deep(where: str) -> CorpusError:
+    return CorpusError(f"{where}: nested more than {MAX_JSON_DEPTH} levels deep (the record's own object is level "
+                       "1); flatten its metadata")
+
+
 def _make_document(record: dict[str, Any], config: CorpusConfig, where: str) -> Document:
+    if _nested_deeper_than(record, MAX_JSON_DEPTH):
+        raise _too_deep(where)
     id_fallback = "id" if config.id_field == "_id" else None
     doc_id = _field(record, config.id_field, where, required=True, fallback=id_fallback).strip()
     if not doc_id:
@@ -166,29 +190,105 @@ def _read_jsonl(path: Path, config: CorpusConfig) -> Iterator[tuple[str, Documen
         except json.JSONDecodeError as exc:
             raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); "
                               "each line must be one JSON object") from None
+        except RecursionError:  # json's C parser recurses once per level: far past MAX_JSON_DEPTH
+            raise _too_deep(where) from None
         if not isinstance(record, dict):
             raise CorpusError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield where, _make_document(record, config, where)
 
 
-def _read_delimited(path: Path, config: CorpusConfig, delimiter: str) -> Iterator[tuple[str, Document]]:
+class _LineFeed:
+    """The lines csv.reader reads, one per call, remembering where the current record started.
+
+    Unless multi-line fields are allowed, a record that asks for a second line is refused at once: a stray quote
+    would otherwise read the rest of the file into one field before anything could notice.
+    """
+
+    def __init__(self, path: Path, multiline: bool) -> None:
+        self._path = path
+        self._lines = _decode_lines(path)
+        self._multiline = multiline
+        self._new_record = True
+        self.start = 0  # the first line of the record being read
+        self.last = 0  # the last line handed out
+
+    def next_record(self) -> None:
+        self._new_record = True
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        lineno, line = next(self._lines)
+        if self._new_record:
+            self.start, self._new_record = lineno, False
+        elif not self._multiline:
+            raise CorpusError(
+                f"{self._path}:{self.start}: a quoted field opens on this line and runs on into line {lineno}, "
+                'so a stray " would swallow the rows after it; fix the quote (a " inside a quoted field is '
+                'written ""), set corpus.multiline_fields: true if fields really span lines, or '
+                "corpus.quoting: none if quotes are plain text"
+            )
+        self.last = lineno
+        return line
+
+
+def _csv_error(feed: _LineFeed, path: Path, exc: csv.Error) -> CorpusError:
+    if str(exc) == "unexpected end of data":  # strict mode's word for an open quote at the end of the file
+        lines = f"line {feed.start}" if feed.last == feed.start else f"lines {feed.start}-{feed.last}"
+        return CorpusError(f"{path}:{feed.start}: a quoted field in the record that starts on this line is never "
+                           f"closed: it runs to the end of the file ({lines}); fix the quote")
+    if str(exc).startswith("new-line character seen in unquoted field"):
+        return CorpusError(f"{path}:{feed.last}: a carriage return (\\r) inside an unquoted field; quote the field "
+                           "or remove the \\r (a file with old Mac line ends: convert them to \\n)")
+    return CorpusError(f"{path}:{feed.last}: malformed quoting ({exc}); a field that starts with \" must end with \" "
+                       'before the next separator (a " inside it is written ""), or set corpus.quoting: none if '
+                       "quotes are plain text")
+
+
+def _delimited_rows(path: Path, config: CorpusConfig, fmt: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank rows with the line each starts on. Quoting is strict: an unbalanced quote is an error, never a
+    field that silently swallows the rows after it."""
     csv.field_size_limit(sys.maxsize)
-    lines = (line for _, line in _decode_lines(path))
-    reader = csv.DictReader(lines, delimiter=delimiter)
-    if reader.fieldnames is None:
+    quoted = config.quoting == "csv" or (config.quoting == "auto" and fmt == "csv")
+    feed = _LineFeed(path, config.multiline_fields)
+    reader = csv.reader(feed, delimiter="," if fmt == "csv" else "\t", strict=True,
+                        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+    while True:
+        feed.next_record()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _csv_error(feed, path, exc) from None
+        if row:
+            yield feed.start, row
+
+
+def _read_delimited(path: Path, config: CorpusConfig, fmt: str) -> Iterator[tuple[str, Document]]:
+    rows = _delimited_rows(path, config, fmt)
+    first = next(rows, None)
+    if first is None:
         raise CorpusError(f"{path}: empty file; the first row must name the columns")
-    for record in reader:
-        where = f"{path}:{reader.line_num}"
-        if None in record:
-            raise CorpusError(f"{where}: more values than header columns ({len(reader.fieldnames)})")
-        yield where, _make_document({k: v for k, v in record.items() if v is not None}, config, where)
+    header = first[1]
+    for lineno, row in rows:
+        where = f"{path}:{lineno}"
+        if len(row) > len(header):
+            raise CorpusError(f"{where}: more values than header columns ({len(header)})")
+        yield where, _make_document(dict(zip(header, row)), config, where)
 
 
-def _read_folder(path: Path) -> Iterator[tuple[str, Document]]:
+def _read_folder(path: Path, config: CorpusConfig) -> Iterator[tuple[str, Document]]:
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
     if not files:
         raise CorpusError(f"{path}: no .txt or .md files found (and no corpus.jsonl for a BEIR folder)")
+    owners: dict[str, Path] = {}
     for file in files:
+        if _SURROGATE.search(str(file)):  # bytes that are not UTF-8, kept by Python as lone surrogates
+            shown = os.fsencode(file).decode("utf-8", "backslashreplace")
+            raise CorpusError(f"{shown}: the path is not valid UTF-8, so it cannot be a document id or be stored; "
+                              "rename the file or folder (e.g. convmv -f latin1 -t utf8 -r --notest FOLDER)")
         try:
             content = file.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -198,7 +298,13 @@ def _read_folder(path: Path) -> Iterator[tuple[str, Document]]:
         first = content.lstrip().split("\n", 1)[0]
         if file.suffix.lower() == ".md" and first.startswith("#"):
             title = first.lstrip("#").strip()
-        doc_id = file.relative_to(path).with_suffix("").as_posix()
+        relative = file.relative_to(path)
+        doc_id = (relative if config.folder_id_suffix else relative.with_suffix("")).as_posix()
+        if doc_id in owners:
+            raise CorpusError(f"{file}: document id {doc_id!r} is also the id of {owners[doc_id]} (folder ids drop "
+                              "the file suffix); rename one of them, or set corpus.folder_id_suffix: true to keep "
+                              "suffixes in ids (notes.md, notes.txt)")
+        owners[doc_id] = file
         yield str(file), Document(doc_id=doc_id, text=content, title=title, metadata={"path": str(file)})
 
 

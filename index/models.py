@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,18 +79,48 @@ def offline_hint(kind: str) -> str:
     return f"without internet, use the offline model {alt!r}"
 
 
+def model_code(folder: Path) -> str | None:
+    """What makes a local model folder ship its own Python code, or None: an `auto_map` in one of its configs
+    (classes to import from the folder) or any `.py` file in it.
+
+    Transformers only asks for `trust_remote_code` when it does not know the `model_type`; a folder with a known
+    type and an `auto_map` would load silently, so the folder itself is checked.
+    """
+    found = []
+    for path in sorted(folder.rglob("*config*.json")):
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not ours to judge: the loader reports a broken config
+        if isinstance(content, dict) and content.get("auto_map"):
+            found.append(f"{path.relative_to(folder)} has an auto_map")
+    found += [f"it holds {path.relative_to(folder)}" for path in sorted(folder.rglob("*.py"))]
+    if not found:
+        return None
+    return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+
+
+def _ships_code(kind: str, name: str, what: str | None) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"{kind} model {name!r} ships its own Python code, which is not run unless the config sets "
+        "trust_remote_code: true (do that only for a model whose code you trust)" + (f"; found: {what}" if what else "")
+    )
+
+
 def load_model(name: str, kind: str, loader: Any, **kwargs: Any) -> Any:
-    """Call `loader(resolved, **kwargs)` and turn hub/network failures into `ModelNotAvailableError`."""
+    """Call `loader(resolved, **kwargs)` and turn hub/network failures into `ModelNotAvailableError`. A local
+    folder that ships Python code is refused first unless `trust_remote_code=True`; the code is never run."""
     resolved = resolve_model(name)
+    if kwargs.get("trust_remote_code") is not True and Path(resolved).is_dir():
+        what = model_code(Path(resolved))
+        if what:
+            raise _ships_code(kind, name, what)
     try:
         return loader(resolved, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         if resolved != name or Path(resolved).is_dir():  # local or bundled: the failure is real, not the network
             if "trust_remote_code" in str(exc):
-                raise ModelNotAvailableError(
-                    f"{kind} model {name!r} ships its own Python code, which is not run unless the config sets "
-                    "trust_remote_code: true (do that only for a model whose code you trust)"
-                ) from exc
+                raise _ships_code(kind, name, None) from exc
             raise ModelNotAvailableError(f"cannot load {kind} model {name!r} from {resolved}: {exc}") from exc
         raise ModelNotAvailableError(
             f"cannot load {kind} model {name!r}: it is not a local directory and could not be fetched from the "

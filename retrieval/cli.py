@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from index.documents import CorpusError
@@ -29,6 +32,71 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+@dataclass(frozen=True)
+class Bounded:
+    """An argparse `type=`: a finite number of `kind` within bounds (or one of `also`). Its error states the bound
+    and argparse names the option: `error: argument --k: must be an integer >= 1, got '0'` (usage error, exit 2)."""
+
+    kind: type[int] | type[float]
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple[int, ...] = ()
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        # ints are always finite (and may be too large for math.isfinite); float() also reads "nan" and "inf"
+        finite = value is not None and (self.kind is int or math.isfinite(value))
+        if not finite or not (value in self.also or self._inside(value)):
+            shown = text if len(text) <= 40 else f"{text[:37]}..."  # a pasted blob stays one short line
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {shown!r}")
+        return value
+
+    def _inside(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        def num(v: float) -> str:
+            return f"{v:.0f}" if self.kind is int else f"{v:g}"
+
+        if self.low is not None and self.high is not None:
+            bound = (f"in {'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}"
+                     f"{')' if self.high_open else ']'}")
+        elif self.low is not None:
+            bound = f"{'>' if self.low_open else '>='} {num(self.low)}"
+        elif self.high is not None:
+            bound = f"{'<' if self.high_open else '<='} {num(self.high)}"
+        else:
+            bound = "(finite)"
+        noun = "an integer" if self.kind is int else "a number"
+        return f"{noun} {bound}" + "".join(f" or {v}" for v in self.also)
+
+
+positive_int = Bounded(int, low=1)
+non_negative_int = Bounded(int, low=0)
+seed = Bounded(int, low=0, high=2**32 - 1)  # what numpy (and so transformers' set_seed) accepts
+positive_float = Bounded(float, low=0, low_open=True)
+fraction = Bounded(float, low=0, high=1)
+
+
+def int_list(item: Bounded) -> Callable[[str], list[int]]:
+    """An argparse `type=` for comma-separated integers, each checked by `item`."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            return [int(item(part)) for part in text.split(",")]
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be comma-separated, each {item.describe()}, got {text!r}") from None
+
+    return parse
+
+
 def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> None:
     """Run `main(args)`; expected failures print `error: ...` on one line and exit 2 (--debug: traceback)."""
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
@@ -44,8 +112,10 @@ def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespa
         pass
     try:
         code = main(args)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A build's interrupt says what state the index is in ("interrupted after the swap: ..."); Ctrl-C elsewhere
+        # carries no message.
+        print(f"error: {str(exc).strip() or 'interrupted'}", file=sys.stderr)
         sys.exit(130)
     except EXPECTED_ERRORS as exc:
         if args.debug:
@@ -57,8 +127,28 @@ def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespa
     sys.exit(code or 0)
 
 
+def to_json(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259), which any parser reads: NaN and +-Infinity, which `json.dumps` would write as bare
+    words, become null; numpy scalars and arrays become numbers and lists."""
+    return json.dumps(_json_safe(obj), ensure_ascii=False, allow_nan=False, indent=indent)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_json_safe(k) if isinstance(k, (float, np.generic)) else k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, ensure_ascii=False, default=float))
+    print(to_json(obj))
 
 
 def human_bytes(n: float) -> str:
@@ -69,15 +159,30 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+# What a terminal acts on or a table breaks at: C0 and C1 controls and DEL (ANSI escape sequences start with ESC
+# or CSI), line and paragraph separators, and the bidirectional marks, embeddings, overrides and isolates that can
+# make a line display in another order than it reads (Trojan Source).
+_UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+           *range(0x2066, 0x206A)]
+_ESCAPED = {c: ascii(chr(c))[1:-1] for c in _UNSAFE}  # "\x1b", "\n", "\u202e": visible, and one line
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every character a terminal would act on shown as its Python escape (ESC as `\x1b`)."""
+    return text.translate(_ESCAPED)
+
+
 def format_results(query: str, hits: list, stages: list[str]) -> str:
-    """A human-readable table: final rank and score, then each stage's score and rank."""
-    lines = [f"\nquery: {query}"]
+    """A human-readable table: final rank and score, then each stage's score and rank. Ids, titles and the query
+    are shown through `terminal_safe`, so any of them is one line of inert text."""
+    lines = [f"\nquery: {terminal_safe(query)}"]
     if not hits:
         return "\n".join([*lines, "  (no results)"])
     lines.append(f"  {'rank':>4}  {'doc_id':<18} {'score':>9}  " + "  ".join(f"{s:>14}" for s in stages) + "  title")
     for r in hits:
         cols = "  ".join(f"{r.stages[s].score:>9.3f} #{r.stages[s].rank:<3}" if s in r.stages else f"{'-':>14}"
                          for s in stages)
-        title = (r.title or r.text)[:60].replace("\n", " ")
-        lines.append(f"  {r.rank:>4}  {r.doc_id[:18]:<18} {r.score:>9.4f}  {cols}  {title}")
+        # A title (or the text standing in for one) is prose: its line breaks and tabs are spaces here.
+        title = terminal_safe(" ".join((r.title or r.text)[:60].split()))
+        lines.append(f"  {r.rank:>4}  {terminal_safe(r.doc_id)[:18]:<18} {r.score:>9.4f}  {cols}  {title}")
     return "\n".join(lines)

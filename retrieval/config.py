@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,79 @@ from rerank.config import RerankConfig
 
 class ConfigError(ValueError):
     """The config is invalid; the message names each bad key and how to fix it."""
+
+
+# What aliases may add to a YAML config, in values: a real config is a few hundred values, and a "billion laughs"
+# file of 500 bytes expands to 10**9 (every later step, pydantic and the error message included, would walk them).
+MAX_ALIAS_EXPANSION = 10_000
+# An error message quotes at most this much of a bad value, and lists at most this many bad keys.
+_MAX_GOT_CHARS = 120
+_MAX_MSG_CHARS = 240
+_MAX_KEY_CHARS = 60
+_MAX_ERRORS = 20
+
+
+def _bounded_repr() -> reprlib.Repr:
+    # reprlib stops after a few items per level and a few levels, so the work is bounded even for a value that
+    # shares one list at every level (what YAML aliases build).
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, 60, 60, 40
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = short.maxdeque = 4
+    return short
+
+
+_REPR = _bounded_repr()
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Loader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a document whose aliases expand it by more than `MAX_ALIAS_EXPANSION`
+    values, or that refers to itself, before anything is built from it."""
+
+    def compose_document(self) -> yaml.Node | None:
+        # The composed graph shares one node per anchor, so it stays as small as the file; sizes are counted
+        # on it, each node once, never by expanding it.
+        node = super().compose_document()
+        if node is not None:
+            distinct, expanded = _node_counts(node)
+            if expanded - distinct > MAX_ALIAS_EXPANSION:
+                raise ConfigError(f"its YAML aliases expand it by more than {MAX_ALIAS_EXPANSION:,} values "
+                                  f"({expanded:,} from {distinct:,}); a config needs far fewer: write the values "
+                                  "out, or alias fewer of them")
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _node_counts(root: yaml.Node) -> tuple[int, int]:
+    """(distinct nodes, nodes once every alias is expanded): one post-order walk, each node sized once."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _children(node))
+        elif key in open_nodes:  # reached again from inside itself: an alias of one of its own ancestors
+            mark = node.start_mark
+            raise ConfigError(f"the YAML value at line {mark.line + 1}, column {mark.column + 1} contains an alias "
+                              "of itself; a config cannot contain itself")
+        elif key not in sizes:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return len(sizes), sizes[id(root)]
 
 
 class IndexSection(StrictModel):
@@ -75,6 +149,42 @@ class PipelineConfig(StrictModel):
         return BuildConfig(corpus=self.index.corpus, chunking=self.index.chunking,
                            bm25=self.first_stage.bm25, dense=self.first_stage.dense)
 
+    @classmethod
+    def for_index(cls, built: BuildConfig) -> PipelineConfig:
+        """A config that searches an index with the index's own build settings (no reranker)."""
+        return cls(index=IndexSection(corpus=built.corpus, chunking=built.chunking),
+                   first_stage=FirstStageConfig(bm25=built.bm25, dense=built.dense))
+
+
+# Where each part of a BuildConfig sits in a pipeline config (the inverse of `PipelineConfig.build_config`).
+_BUILD_KEYS = {"corpus": "index.corpus", "chunking": "index.chunking", "bm25": "first_stage.bm25",
+               "dense": "first_stage.dense"}
+
+
+def build_differences(config: PipelineConfig, built: BuildConfig) -> list[tuple[str, Any, Any]]:
+    """`(key, the index's value, the config's value)` for each setting that decides what an index holds
+    (`BuildConfig.index_settings`) and differs between `built` and `config`, keys as the pipeline config names
+    them. A stage the config disables is not compared: none of its settings are used."""
+    have, want = built.index_settings(), config.build_config().index_settings()
+    for stage in ("bm25", "dense"):
+        if not getattr(config.first_stage, stage).enabled:
+            del have[stage], want[stage]
+    out: list[tuple[str, Any, Any]] = []
+    for part, key in _BUILD_KEYS.items():
+        if part in have:
+            _differences(key, have[part], want[part], out)
+    return out
+
+
+def _differences(key: str, have: Any, want: Any, out: list[tuple[str, Any, Any]]) -> None:
+    if isinstance(have, dict) and isinstance(want, dict):
+        # A key only one side has is a parameter the other side's choice does not read (hnsw_m of a flat index):
+        # the choice itself differs and is reported.
+        for name in sorted(have.keys() & want.keys()):
+            _differences(f"{key}.{name}", have[name], want[name], out)
+    elif have != want:
+        out.append((key, have, want))
+
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     model: Any = PipelineConfig
@@ -95,18 +205,24 @@ def _candidates(annotation: Any) -> list[Any]:
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
+    """A headline and one line per bad key; values, keys and the number of lines are bounded, so a huge or
+    self-sharing value cannot make the message huge (or slow)."""
     lines = [f"invalid config {source}:"]
-    for err in exc.errors():
+    errors = exc.errors(include_url=False, include_context=False)
+    for err in errors[:_MAX_ERRORS]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.endswith("]")))
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        dotted = ".".join(_clip(str(p), _MAX_KEY_CHARS) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             valid = sorted(parent.model_fields) if parent else []
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(str(loc[-1])[:_MAX_KEY_CHARS], valid, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"  {dotted}: unknown key{hint}; valid keys here: {', '.join(valid)}")
         else:
-            lines.append(f"  {dotted}: {err['msg']} (got {err.get('input')!r})")
+            got = _clip(_REPR.repr(err.get("input")), _MAX_GOT_CHARS)
+            lines.append(f"  {dotted}: {_clip(err['msg'], _MAX_MSG_CHARS)} (got {got})")
+    if len(errors) > _MAX_ERRORS:
+        lines.append(f"  ... and {len(errors) - _MAX_ERRORS} more")
     return "\n".join(lines)
 
 
@@ -121,7 +237,12 @@ def load_config(source: str | Path | dict[str, Any] | PipelineConfig, base_dir: 
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}  # noqa: S506 - a SafeLoader
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        except RecursionError:  # PyYAML composes nested values recursively
+            raise ConfigError(f"{path}: values nested too deeply (thousands of levels); a config is a few levels "
+                              "deep") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

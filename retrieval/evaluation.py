@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import heapq
 import json
 import logging
 import math
@@ -31,8 +32,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 import pytrec_eval
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
+from index.config import BuildConfig
 from index.documents import read_corpus
 from index.manifest import IndexDirError, read_manifest
 
@@ -380,7 +383,18 @@ class EvaluationResult:
         return out
 
     def write_runs(self, directory: str | Path, tag: str | None = None) -> list[Path]:
-        """One TREC run file per stage (`qid Q0 docid rank score tag`), readable by trec_eval."""
+        """One TREC run file per stage (`qid Q0 docid rank score tag`), readable by trec_eval.
+
+        The format's columns are separated by whitespace, so an id (or tag) holding any (a space, tab, newline)
+        or an empty one cannot be written: a `ValueError` names it before any file is written.
+        """
+        for stage, run in self.runs.items():
+            for kind, value in [("tag", tag or stage)] + [("query id", q) for q in run] + [
+                    ("document id", d) for ranked in run.values() for d, _ in ranked]:
+                if not value or any(c.isspace() for c in value):
+                    reason = "contains whitespace" if value else "is empty"
+                    raise ValueError(f"cannot write a TREC run: {kind} {value!r} {reason}, and the format's columns "
+                                     "are whitespace-separated; rename it in the dataset")
         out_dir = Path(directory).expanduser()
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
@@ -416,12 +430,35 @@ def _stage_depth(pipeline: SearchPipeline, stage: str, run: Run) -> int:
     return max((len(r) for r in run.values()), default=0)
 
 
+def _check_index_holds_corpus(pipeline: SearchPipeline, dataset: BeirDataset) -> None:
+    """Scores are only meaningful over the dataset's own corpus: refuse an index that holds other documents.
+    Needs the dataset's ids (`load_beir(check_corpus=True)`) and the index's (a `DocumentStore`'s `row_doc_ids`;
+    a stand-in pipeline without them is not checked)."""
+    row_doc_ids = getattr(pipeline.index.store, "row_doc_ids", None)
+    if dataset.doc_ids is None or row_doc_ids is None:
+        return
+    held = set(row_doc_ids)
+    missing, extra = dataset.doc_ids - held, held - dataset.doc_ids
+    if not missing and not extra:
+        return
+
+    def some(ids: set[str]) -> str:
+        return f" (e.g. {', '.join(map(repr, heapq.nsmallest(3, ids)))})" if ids else ""
+
+    raise EvaluationError(
+        f"the index {pipeline.index.path} does not hold the corpus of {dataset.path}: {len(missing)} of its "
+        f"{len(dataset.doc_ids)} documents are not in the index{some(missing)} and {len(extra)} of the index's "
+        f"{len(held)} documents are not in its corpus{some(extra)}; evaluate with an index built from "
+        f"{dataset.path / 'corpus.jsonl'} (scripts/evaluate.py builds one when --index is left out)")
+
+
 def evaluate(pipeline: SearchPipeline, dataset: BeirDataset, stages: Sequence[str] | None = None, *,
              metrics: Sequence[str] = DEFAULT_METRICS, batch_size: int = 64, ignore_identical_ids: bool = False,
              show_progress: bool = True) -> EvaluationResult:
     """Run every query of `dataset` through each stage of one pipeline (one index) and score it by pytrec_eval.
 
-    `stages` defaults to `pipeline.stages`. Recall@k deeper than a stage ranks (recall@1000 with top_k 100) is
+    Refuses (`EvaluationError`) an index that does not hold the dataset's corpus. `stages` defaults to
+    `pipeline.stages`. Recall@k deeper than a stage ranks (recall@1000 with top_k 100) is
     left out for that stage (NaN in the table), unless the index holds no more documents than the stage ranks.
     """
     available = pipeline.stages
@@ -435,6 +472,7 @@ def evaluate(pipeline: SearchPipeline, dataset: BeirDataset, stages: Sequence[st
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
     for m in metrics:
         _parse_metric(m)
+    _check_index_holds_corpus(pipeline, dataset)
     num_docs = len(pipeline.index.store.passage_ids)
     qids = list(dataset.queries)
     result = EvaluationResult(dataset.name, dataset.split, {}, {}, dataset.qrels, issues=dict(dataset.issues),
@@ -466,26 +504,10 @@ def evaluate(pipeline: SearchPipeline, dataset: BeirDataset, stages: Sequence[st
 
 # -- index cache ----------------------------------------------------------------------------------------------
 
-# Settings that only matter at query time: an index built with other values of these is the same index.
-_QUERY_TIME = {"bm25": ("variant", "backend", "k1", "b", "delta", "epsilon", "top_k"),
-               # backend: torch and openvino fp32 embeddings agree to 1e-6, so an index built by either serves both
-               "dense": ("batch_size", "device", "backend", "query_prefix", "top_k")}
-_QUERY_TIME_FAISS = ("ef_search", "nprobe", "rescore")
-
-
 def index_settings(build_config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a build config (`BuildConfig.model_dump(mode="json")`) that decides what an index holds."""
-    cfg = json.loads(json.dumps(build_config))
-    for section, keys in _QUERY_TIME.items():
-        block = cfg.get(section) or {}
-        if not block.get("enabled", True):
-            cfg[section] = {"enabled": False}
-            continue
-        for key in keys:
-            block.pop(key, None)
-    for key in _QUERY_TIME_FAISS:
-        ((cfg.get("dense") or {}).get("faiss") or {}).pop(key, None)
-    return cfg
+    """The part of a build config (`BuildConfig.model_dump(mode="json")`, as a manifest holds it) that decides
+    what an index holds: `BuildConfig.index_settings`, the one definition the pipeline also checks against."""
+    return BuildConfig.model_validate(build_config).index_settings()
 
 
 def cached_index(dataset_dir: str | Path, config: PipelineConfig, cache_dir: str | Path,
@@ -511,8 +533,8 @@ def cached_index(dataset_dir: str | Path, config: PipelineConfig, cache_dir: str
                 logger.info("reusing the index at %s", path)
                 return path
             logger.warning("%s was built with other settings; rebuilding it", path)
-        except IndexDirError as exc:
-            logger.warning("cannot reuse %s (%s); rebuilding it", path, exc)
+        except (IndexDirError, ValidationError) as exc:  # damaged, or settings this version does not know
+            logger.warning("cannot reuse %s (%s); rebuilding it", path, str(exc).splitlines()[0])
     logger.info("building the index of %s at %s", root, path)
     build_index(root, path, build, show_progress=show_progress)
     return path

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -22,7 +23,7 @@ import numpy as np
 from index.dense import Encoder
 from index.directory import IndexDirectory
 from index.manifest import IndexDirError
-from retrieval.config import ConfigError, PipelineConfig, load_config
+from retrieval.config import ConfigError, PipelineConfig, build_differences, load_config
 from retrieval.fusion import normalize, rrf, weighted
 from retrieval.retrievers import BM25Retriever, DenseRetriever
 
@@ -106,10 +107,11 @@ class SearchPipeline:
             raise IndexDirError(f"{path} was built with the embedding model {self.index.dense_model!r} but the "
                                 f"config asks for {fs.dense.model!r}; rebuild the index or change "
                                 "first_stage.dense.model")
-        if fs.bm25.enabled and fs.bm25.analyzer != built.bm25.analyzer:
-            raise IndexDirError(f"{path} was built with analyzer {built.bm25.analyzer.model_dump()} but the config "
-                                f"asks for {fs.bm25.analyzer.model_dump()}; rebuild the index or change "
-                                "first_stage.bm25.analyzer")
+        differences = build_differences(self.config, built)
+        if differences:
+            raise IndexDirError(f"{path} was built with {_settings(differences, 1)} but the config has "
+                                f"{_settings(differences, 2)}; rebuild the index with this config, or change the "
+                                "config to the index's values")
 
     @classmethod
     def from_yaml(cls, path: str | Path, index_path: str | Path | None = None) -> SearchPipeline:
@@ -153,6 +155,19 @@ class SearchPipeline:
     def _check_top_k(top_k: Any) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+
+    def _checked(self, texts: Any, top_k: Any, caller: str, single: bool = False) -> list[str]:
+        """The cleaned queries of a batch call, after checking the batch and `top_k` (`None`: the caller's
+        default), all before any work is done."""
+        if isinstance(texts, (str, bytes)):
+            # A string is iterable: unchecked, it would run as one query per character.
+            fix = "use query() for a single string" if caller == "query_batch" else "wrap a single query in a list"
+            raise TypeError(f"{caller} takes a list of strings; {fix}")
+        if not isinstance(texts, Iterable):
+            raise TypeError(f"{caller} takes a list of strings, not {type(texts).__name__}")
+        if top_k is not None:
+            self._check_top_k(top_k)
+        return [self._clean(t, None if single else i) for i, t in enumerate(texts)]
 
     # -- stages ---------------------------------------------------------------------------------------------
 
@@ -237,11 +252,12 @@ class SearchPipeline:
 
     def retrieve(self, queries: Sequence[str], stage: str | None = None,
                  top_k: int | None = None) -> list[list[tuple[str, float]]]:
-        """Ranked `(doc_id, score)` lists of one stage for many queries (what evaluation needs)."""
+        """Ranked `(doc_id, score)` lists of one stage for many queries (what evaluation needs): the stage's whole
+        ranking, or its first `top_k`. Queries and `top_k` are checked as `query_batch` checks them."""
+        texts = self._checked(queries, top_k, "retrieve")
         stage = stage or self.final_stage
-        texts = [self._clean(q, i) for i, q in enumerate(queries)]
         cands = self._run(texts, stage)
-        return [c.lists.get(stage, [])[: top_k] if top_k else c.lists.get(stage, []) for c in cands]
+        return [c.lists.get(stage, [])[:top_k] for c in cands]
 
     def query(self, text: str, top_k: int | None = None) -> list[SearchResult]:
         """Ranked results for one query; an empty or whitespace-only query returns []."""
@@ -251,13 +267,8 @@ class SearchPipeline:
                     _single: bool = False) -> list[list[SearchResult]]:
         """Results for many queries (batched encoding). A non-string anywhere raises TypeError naming its
         position before any work is done; empty queries get []."""
-        if isinstance(texts, (str, bytes)):
-            raise TypeError("query_batch takes a list of strings; use query() for a single string")
-        if not isinstance(texts, Iterable):
-            raise TypeError(f"query_batch takes a list of strings, not {type(texts).__name__}")
         top_k = self.config.output.top_k if top_k is None else top_k
-        self._check_top_k(top_k)
-        clean = [self._clean(t, None if _single else i) for i, t in enumerate(texts)]
+        clean = self._checked(texts, top_k, "query_batch", _single)
         stage = self.final_stage
         cands = self._run(clean, stage)
         wanted: list[list[str]] = [[d for d, _ in c.lists.get(stage, [])[:top_k]] for c in cands]
@@ -275,6 +286,11 @@ class SearchPipeline:
             score, rank = final[doc_id]
             out.append(SearchResult(doc_id, float(score), rank, doc["title"], doc["text"], doc["metadata"], stages))
         return out
+
+
+def _settings(differences: list[tuple[str, Any, Any]], side: int) -> str:
+    # JSON values read as YAML: the index's side can be pasted into the config as it is.
+    return ", ".join(f"{d[0]}: {json.dumps(d[side])}" for d in differences)
 
 
 def _pair_text(title: str, text: str) -> str:

@@ -42,7 +42,7 @@ class BM25Retriever:
         tokens = [self.analyzer.tokenize(q) for q in queries]
         if self._reference is not None:
             out = []
-            for t in tokens:
+            for t in map(self.scorer.scored_tokens, tokens):  # the same terms the sparse backend scores
                 if not t:
                     out.append((np.empty(0, dtype=np.int64), np.empty(0)))
                     continue

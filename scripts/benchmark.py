@@ -13,7 +13,6 @@ Without --index the index is built once under --cache-dir and reused (as scripts
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -535,7 +534,7 @@ def section_curve(pipe: Any, data: Any, args) -> dict[str, Any]:
     cfg = pipe.config.rerank
     qids = list(data.queries)[: args.curve_queries]
     original = cfg.top_n
-    depths = [int(d) for d in args.curve_depths.split(",")]
+    depths = args.curve_depths
     rows, out = [], {}
     first = first_stage_name(pipe)
     try:
@@ -622,7 +621,7 @@ def main(args) -> int:
     if args.json:
         out = Path(args.json).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+        out.write_text(cli.to_json(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {out}")
     return 0
 
@@ -635,26 +634,32 @@ def build_parser():
     p.add_argument("--cache-dir", default=str(ROOT / "indexes" / "eval"), help="where to build/reuse the index")
     p.add_argument("--json", help="also write every figure (and the machine) to this JSON file")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median is reported)")
-    p.add_argument("--k", type=int, default=10, help="top-k for BM25 and FAISS comparisons")
-    p.add_argument("--batch-size", type=int, default=32, help="queries per query_batch call")
-    p.add_argument("--e2e-queries", type=int, default=30)
-    p.add_argument("--e2e-batches", type=int, default=1)
-    p.add_argument("--bm25-queries", type=int, default=300, help="queries for the BM25 comparison (rank_bm25 is slow)")
-    p.add_argument("--dense-passages", type=int, default=128, help="passages encoded per run")
-    p.add_argument("--dense-queries", type=int, default=200)
-    p.add_argument("--rerank-queries", type=int, default=50, help="test queries whose candidates are reranked")
-    p.add_argument("--rerank-depth", type=int, default=20, help="candidates per query for the rerank comparison")
-    p.add_argument("--rerank-chunks", type=int, default=5, help="timed chunks the pairs are split into")
+    p.add_argument("--repeats", type=cli.positive_int, default=5,
+                   help="timed runs per measurement (the median is reported)")
+    p.add_argument("--k", type=cli.positive_int, default=10, help="top-k for BM25 and FAISS comparisons")
+    p.add_argument("--batch-size", type=cli.positive_int, default=32, help="queries per query_batch call")
+    p.add_argument("--e2e-queries", type=cli.positive_int, default=30)
+    p.add_argument("--e2e-batches", type=cli.positive_int, default=1)
+    p.add_argument("--bm25-queries", type=cli.positive_int, default=300,
+                   help="queries for the BM25 comparison (rank_bm25 is slow)")
+    p.add_argument("--dense-passages", type=cli.positive_int, default=128, help="passages encoded per run")
+    p.add_argument("--dense-queries", type=cli.positive_int, default=200)
+    p.add_argument("--rerank-queries", type=cli.positive_int, default=50,
+                   help="test queries whose candidates are reranked")
+    p.add_argument("--rerank-depth", type=cli.positive_int, default=20,
+                   help="candidates per query for the rerank comparison")
+    p.add_argument("--rerank-chunks", type=cli.positive_int, default=5, help="timed chunks the pairs are split into")
     p.add_argument("--rerank-variants", default="config,torch-fp32,torch-bf16,onnx-int8,openvino-fp32",
                    help=f"comma-separated subset of {','.join(RERANK_VARIANTS)} (plain is always run)")
-    p.add_argument("--curve-queries", type=int, default=12, help="queries for the rerank depth curve")
-    p.add_argument("--curve-depths", default="10,20,50,100")
+    p.add_argument("--curve-queries", type=cli.positive_int, default=12, help="queries for the rerank depth curve")
+    p.add_argument("--curve-depths", type=cli.int_list(cli.positive_int), default=[10, 20, 50, 100],
+                   help="rerank top_n values, comma-separated")
     p.add_argument("--curve-split", default="dev",
                    help="split for the depth curve, or dev: the training queries held out from the reranker "
                         "(choosing a depth is tuning: not test, whose queries only measure)")
-    p.add_argument("--dev-fraction", type=float, default=0.2, help="dev: share of the training queries held out")
-    p.add_argument("--dev-seed", type=int, default=13, help="dev: seed of the sample (the bundled reranker's)")
+    p.add_argument("--dev-fraction", type=cli.Bounded(float, low=0, high=1, low_open=True), default=0.2,
+                   help="dev: share of the training queries held out")
+    p.add_argument("--dev-seed", type=cli.seed, default=13, help="dev: seed of the sample (the bundled reranker's)")
     return p
 
 

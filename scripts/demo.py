@@ -39,6 +39,6 @@ if __name__ == "__main__":
     p = cli.parser("Index the bundled sample corpus and print ranked results with per-stage scores.")
     p.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     p.add_argument("--output", help="where to build the sample index (default: a folder in the temp dir)")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=cli.positive_int, default=3)
     p.add_argument("queries", nargs="*", metavar="QUERY")
     cli.run(main, p.parse_args())

@@ -10,7 +10,6 @@ derived from the dataset and the config's build settings, and reused while those
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ def main(args) -> int:
     if args.output:
         out = Path(args.output).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        out.write_text(cli.to_json(report, indent=2) + "\n", encoding="utf-8")
     if args.run_dir:
         result.write_runs(args.run_dir)
     if args.json:
@@ -73,8 +72,8 @@ if __name__ == "__main__":
     p.add_argument("--cache-dir", default=str(ROOT / "indexes" / "eval"), help="where built indexes are kept")
     p.add_argument("--output", help="write the JSON report to this file")
     p.add_argument("--run-dir", help="write one TREC run file per stage into this folder")
-    p.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
-    p.add_argument("--batch-size", type=int, default=64, help="queries per retrieval batch (default: 64)")
+    p.add_argument("--max-queries", type=cli.positive_int, help="evaluate only the first N judged queries")
+    p.add_argument("--batch-size", type=cli.positive_int, default=64, help="queries per retrieval batch (default: 64)")
     p.add_argument("--ignore-identical-ids", action="store_true",
                    help="drop retrieved documents whose id equals the query id (BEIR's default for datasets whose "
                         "queries are also documents)")

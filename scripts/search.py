@@ -19,9 +19,7 @@ def main(args) -> int:
     if args.config:
         config = load_config(args.config)
     else:  # the index's own build settings, no reranker
-        built = IndexDirectory.load(args.index).build_config
-        config = PipelineConfig.model_validate({"first_stage": {"bm25": built.bm25.model_dump(),
-                                                                "dense": built.dense.model_dump()}})
+        config = PipelineConfig.for_index(IndexDirectory.load(args.index).build_config)
     config.index.path = Path(args.index).expanduser().resolve()
     pipe = SearchPipeline(config)
     results = pipe.query_batch(args.queries, top_k=config.output.top_k if args.top_k is None else args.top_k)
@@ -41,7 +39,7 @@ if __name__ == "__main__":
     p = cli.parser("Search an index built by scripts/build_index.py.")
     p.add_argument("--index", required=True, help="index directory")
     p.add_argument("--config", help="pipeline YAML (default: the index's own first-stage settings)")
-    p.add_argument("--top-k", type=int, help="results per query (default: the config's output.top_k)")
+    p.add_argument("--top-k", type=cli.positive_int, help="results per query (default: the config's output.top_k)")
     p.add_argument("--json", action="store_true", help="one JSON object per query")
     p.add_argument("--full-text", action="store_true", help="with --json: full document text, not 300 chars")
     p.add_argument("queries", nargs="+", metavar="QUERY")

@@ -145,7 +145,7 @@ def main(args) -> int:
                 "candidates": args.candidates, "skip_top": args.skip_top, "pseudo_queries": args.pseudo_queries},
         dev_metrics=dev_metrics, new_head=new_head)
     if args.no_train:
-        (Path(args.output) / "dev_metrics.json").write_text(json.dumps(dev_metrics, indent=2))
+        (Path(args.output) / "dev_metrics.json").write_text(cli.to_json(dev_metrics, indent=2))
     else:
         write_model_card(args.output, card)
     (Path(args.output) / "twostage.json").write_text(json.dumps(
@@ -166,26 +166,34 @@ if __name__ == "__main__":
     p.add_argument("--split", default="train", help="qrels split to train on (never the test split)")
     p.add_argument("--base", default="bundled:all-MiniLM-L6-v2", help="model to start from (path, bundled:, hub id)")
     p.add_argument("--output", required=True, help="directory for the trained CrossEncoder")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
-    p.add_argument("--negatives", type=int, default=3, help="hard negatives per positive")
+    p.add_argument("--epochs", type=cli.positive_float, default=1.0)
+    p.add_argument("--max-steps", type=cli.Bounded(int, low=1, also=(-1,)), default=-1,
+                   help="stop after this many steps (overrides --epochs; -1: no limit)")
+    p.add_argument("--negatives", type=cli.non_negative_int, default=3, help="hard negatives per positive")
     p.add_argument("--negatives-from", default="hybrid", choices=["bm25", "dense", "hybrid"])
-    p.add_argument("--candidates", type=int, default=30, help="first-stage depth the negatives are sampled from")
-    p.add_argument("--skip-top", type=int, default=0, help="skip this many top candidates (unjudged positives)")
-    p.add_argument("--pseudo-queries", type=int, default=0, help="add this many title/sentence pseudo-queries")
+    p.add_argument("--candidates", type=cli.positive_int, default=30,
+                   help="first-stage depth the negatives are sampled from")
+    p.add_argument("--skip-top", type=cli.non_negative_int, default=0,
+                   help="skip this many top candidates (unjudged positives)")
+    p.add_argument("--pseudo-queries", type=cli.non_negative_int, default=0,
+                   help="add this many title/sentence pseudo-queries")
     p.add_argument("--loss", default="mnrl", choices=["mnrl", "bce"])
-    p.add_argument("--in-batch-negatives", type=int, default=1, help="mnrl: in-batch negatives per query")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=7e-5)
-    p.add_argument("--warmup", type=float, default=0.1, help="warm-up as a fraction of the steps")
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--in-batch-negatives", type=cli.non_negative_int, default=1,
+                   help="mnrl: in-batch negatives per query")
+    p.add_argument("--batch-size", type=cli.positive_int, default=16)
+    p.add_argument("--lr", type=cli.positive_float, default=7e-5)
+    p.add_argument("--warmup", type=cli.Bounded(float, low=0, high=1, high_open=True), default=0.1,
+                   help="warm-up as a fraction of the steps")
+    p.add_argument("--max-length", type=cli.Bounded(int, low=8), default=256)
     p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 mixed precision")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--dev-fraction", type=float, default=0.2, help="training queries held out for model selection")
+    p.add_argument("--seed", type=cli.seed, default=42)
+    p.add_argument("--dev-fraction", type=cli.Bounded(float, low=0, high=1, high_open=True), default=0.2,
+                   help="training queries held out for model selection")
     # Separate from --seed so that every stage of a multi-stage recipe, and the --no-train choice, hold out the
     # same dev queries: a different split per stage would train on the next stage's dev queries.
-    p.add_argument("--dev-seed", type=int, default=13, help="seed of the dev split (keep it fixed across stages)")
-    p.add_argument("--eval-top-n", type=int, default=20, help="candidates re-scored when scoring the dev split")
+    p.add_argument("--dev-seed", type=cli.seed, default=13, help="seed of the dev split (keep it fixed across stages)")
+    p.add_argument("--eval-top-n", type=cli.positive_int, default=20,
+                   help="candidates re-scored when scoring the dev split")
     p.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"), help="first-stage config for mining")
     p.add_argument("--index", help="an index of the dataset's corpus built with --config (default: cached build)")
     p.add_argument("--cache-dir", default="/tmp/twostage-indexes", help="where the cached index is built")

@@ -61,7 +61,7 @@ if __name__ == "__main__":
     p.add_argument("--config", default=str(ROOT / "configs" / "hybrid.yaml"))
     p.add_argument("--index", help="an index of the dataset built with --config (default: cached build)")
     p.add_argument("--cache-dir", default=str(ROOT / "indexes" / "eval"))
-    p.add_argument("--depth", type=int, default=100, help="candidates per retriever")
+    p.add_argument("--depth", type=cli.positive_int, default=100, help="candidates per retriever")
     p.add_argument("--allow-test", action="store_true", help="permit --split test (for measuring only)")
     p.add_argument("--json", action="store_true")
     cli.run(main, p.parse_args())

@@ -3,25 +3,50 @@ and a build that fails on bad input never touches the good index it would have r
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from index.analyzer import Analyzer
 from index.builder import build_index
 from index.config import CorpusConfig
 from index.directory import IndexDirectory
-from index.documents import CorpusError, ReadStats, read_corpus
+from index.documents import MAX_JSON_DEPTH, CorpusError, ReadStats, read_corpus, read_documents
 from retrieval import SearchPipeline
 from tests.conftest import ROOT, SAMPLE_CORPUS, pipeline_config
 from tests.reliability import answers, bm25_only, bm25_pipeline_config, leftovers
 
 GOOD = '{"_id": "a", "text": "a good first document"}\n'
+
+
+def _stray_quote_csv(rows: int, stray_row: int) -> str:
+    """A CSV of `rows` documents where row `stray_row` (1-based, so line `stray_row + 1`) opens a quote it never
+    closes: a lenient reader swallows every later row into that one field."""
+    lines = [f"{i},row number {i}" for i in range(1, rows + 1)]
+    lines[stray_row - 1] = f'{stray_row},"a stray quote opens this field'
+    return "_id,text\n" + "\n".join(lines) + "\n"
+
+
+def _deep_line(depth: int, kind: str = "[", text: str = "y") -> str:
+    """A JSONL record nested `depth` levels deep (the record's own object is level 1)."""
+    record = f'{{"_id": "b", "text": "{text}"'
+    if depth == 1:
+        return record + "}\n"
+    inner = depth - 1
+    nested = "[" * inner + "]" * inner if kind == "[" else '{"k": ' * (inner - 1) + "{}" + "}" * (inner - 1)
+    return f'{record}, "m": {nested}}}\n'
+
 
 # (case, file name, content, CorpusError message): refused with the file and line that is wrong.
 REFUSED = [
@@ -54,6 +79,17 @@ REFUSED = [
     ("csv-non-utf8", "c.csv", b"_id,text\na,x\nb,\xff\n", r"c\.csv:3: not valid UTF-8"),
     ("csv-empty-file", "c.csv", "", r"c\.csv: empty file; the first row must name the columns"),
     ("unknown-extension", "c.xml", "<doc/>", r"c\.xml: cannot tell the corpus format"),
+    ("csv-stray-quote", "c.csv", _stray_quote_csv(100, 3),
+     r"c\.csv:4: a quoted field opens on this line and runs on into line 5.*corpus\.multiline_fields: true"),
+    ("csv-unterminated-quote", "c.csv", '_id,text\na,x\nb,"never closed\n',
+     r"c\.csv:3: a quoted field in the record that starts on this line is never closed"),
+    ("csv-text-after-closing-quote", "c.csv", '_id,text\na,"quoted" then more\n',
+     r"c\.csv:2: malformed quoting \(',' expected after '\"'\)"),
+    ("csv-carriage-return-in-field", "c.csv", "_id,text\na,one\rtwo\n",
+     r"c\.csv:2: a carriage return \(\\r\) inside an unquoted field"),
+    ("json-nested-3000-levels", "c.jsonl", GOOD + _deep_line(3000), rf"c\.jsonl:2: nested more than {MAX_JSON_DEPTH} "),
+    ("json-nested-past-the-bound", "c.jsonl", GOOD + _deep_line(MAX_JSON_DEPTH + 1, "{"),
+     rf"c\.jsonl:2: nested more than {MAX_JSON_DEPTH} levels deep"),
 ]
 
 
@@ -82,6 +118,146 @@ def test_folder_errors_name_the_file(tmp_path):
         list(read_corpus(folder))
     with pytest.raises(CorpusError, match=r"nope: no such file or folder"):
         list(read_corpus(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("raw_name", [b"caf\xe9.txt", b"d\xe9j\xe0/x.md"])
+def test_folder_non_utf8_file_name_is_named(tmp_path, raw_name):
+    """A name the file system holds as non-UTF-8 bytes cannot be an id or be stored: refused, naming the file in a
+    message that can itself be printed (the bad bytes shown as \\xNN)."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    _write(folder, "ok.txt", "fine")
+    bad = os.path.join(os.fsencode(folder), raw_name)
+    os.makedirs(os.path.dirname(bad), exist_ok=True)
+    with open(bad, "wb") as fh:
+        fh.write(b"text in a file with a latin-1 name")
+    shown = re.escape(raw_name.decode("utf-8", "backslashreplace"))
+    with pytest.raises(CorpusError, match=rf"docs/{shown}: the path is not valid UTF-8.*rename the file") as err:
+        build_index(folder, tmp_path / "idx", bm25_only(), show_progress=False)
+    assert str(err.value).encode("utf-8")  # printable: no lone surrogates from the name
+    assert not (tmp_path / "idx").exists()
+
+
+def test_folder_ids_differing_only_by_suffix(tmp_path):
+    """notes.md beside notes.txt: refused naming both files and the way out; with corpus.folder_id_suffix the ids
+    keep the suffix and both are indexed."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    _write(folder, "notes.md", "# Notes\nthe markdown version")
+    _write(folder, "notes.txt", "the plain text version")
+    _write(folder, "other.txt", "something else")
+    with pytest.raises(CorpusError, match=r"docs/notes\.txt: document id 'notes' is also the id of .*docs/notes\.md"
+                       r".*corpus\.folder_id_suffix: true"):
+        build_index(folder, tmp_path / "idx", bm25_only(), show_progress=False)
+    corpus = {"folder_id_suffix": True}
+    report = build_index(folder, tmp_path / "idx", bm25_only(corpus=corpus), show_progress=False)
+    assert report.documents == 3
+    config = bm25_pipeline_config(tmp_path / "idx")
+    config["index"]["corpus"] = corpus
+    hits = SearchPipeline.from_config(config).query("version", top_k=5)
+    assert {(r.doc_id, r.title) for r in hits} == {("notes.md", "Notes"), ("notes.txt", "notes")}
+
+
+def test_csv_multiline_fields_need_the_option(tmp_path):
+    """A quoted field over several lines is refused by default (that is what a stray quote looks like); with
+    corpus.multiline_fields it is read, and an unterminated quote is still refused naming its record's line."""
+    corpus = _write(tmp_path, "c.csv", '_id,text\na,"two\nlines"\nb,after\n')
+    with pytest.raises(CorpusError, match=r"c\.csv:2: a quoted field opens on this line and runs on into line 3"):
+        list(read_corpus(corpus))
+    multiline = CorpusConfig(multiline_fields=True)
+    assert [(d.doc_id, d.text) for d in read_corpus(corpus, multiline)] == [("a", "two\nlines"), ("b", "after")]
+    unterminated = _write(tmp_path, "u.csv", '_id,text\na,"two\nlines"\nb,"never closed\nc,x\nd,y\n')
+    with pytest.raises(CorpusError, match=r"u\.csv:4: a quoted field in the record that starts on this line is "
+                       r"never closed: it runs to the end of the file \(lines 4-6\)"):
+        list(read_corpus(unterminated, multiline))
+
+
+def test_tsv_quotes_are_literal(tmp_path):
+    """TSV has no quoting (IANA text/tab-separated-values, as BEIR and MS MARCO write it): a quote is text, and a
+    quote at the start of a field cannot swallow the rows after it."""
+    corpus = _write(tmp_path, "c.tsv", '_id\ttext\n1\t"Hello," she said\n2\tsecond "row\n3\t""doubled""\n')
+    assert [(d.doc_id, d.text) for d in read_corpus(corpus)] == [
+        ("1", '"Hello," she said'), ("2", 'second "row'), ("3", '""doubled""')]
+
+
+def test_quoting_can_be_forced(tmp_path):
+    """corpus.quoting: none reads a CSV whose quotes are plain text (the stray quote is kept, no row is lost);
+    corpus.quoting: csv reads a TSV written with CSV quoting (a tab inside a quoted field)."""
+    stray = _write(tmp_path, "c.csv", _stray_quote_csv(100, 3))
+    docs = list(read_corpus(stray, CorpusConfig(quoting="none")))
+    assert [d.doc_id for d in docs] == [str(i) for i in range(1, 101)]
+    assert docs[2].text == '"a stray quote opens this field'
+    quoted = _write(tmp_path, "q.tsv", '_id\ttext\n1\t"a tab\tinside"\n2\t"say ""hi"""\n')
+    assert [d.text for d in read_corpus(quoted, CorpusConfig(quoting="csv"))] == ["a tab\tinside", 'say "hi"']
+
+
+_ANY_TEXT = st.text(st.one_of(st.sampled_from('"\',\t\n\r '), st.characters(blacklist_categories=("Cs",))),
+                    min_size=1).filter(str.strip)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(_ANY_TEXT, min_size=1, max_size=6))
+def test_csv_reads_back_what_the_csv_module_writes(tmp_path_factory, texts):
+    """Whatever the text (quotes, commas, line breaks), a CSV written by csv.writer reads back row for row and
+    character for character, or (only when a field spans lines, without corpus.multiline_fields) is refused."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)  # \r\n line ends: the writer then quotes any field holding \r or \n
+    writer.writerows([("_id", "text"), *((f"d{i}", text) for i, text in enumerate(texts))])
+    corpus = tmp_path_factory.mktemp("csv") / "c.csv"
+    corpus.write_text(buffer.getvalue(), encoding="utf-8")
+    expected = [(f"d{i}", text) for i, text in enumerate(texts)]
+    assert [(d.doc_id, d.text) for d in read_corpus(corpus, CorpusConfig(multiline_fields=True))] == expected
+    if any("\n" in text for text in texts):
+        with pytest.raises(CorpusError, match=r"c\.csv:\d+: a quoted field opens on this line"):
+            list(read_corpus(corpus))
+    else:
+        assert [(d.doc_id, d.text) for d in read_corpus(corpus)] == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(texts=st.lists(_ANY_TEXT.map(lambda t: re.sub(r"[\t\n\r]", " ", t)).filter(str.strip), min_size=1,
+                      max_size=6))
+def test_tsv_reads_back_any_text_without_tabs_and_line_breaks(tmp_path_factory, texts):
+    corpus = tmp_path_factory.mktemp("tsv") / "c.tsv"
+    corpus.write_text("_id\ttext\n" + "".join(f"d{i}\t{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
+    assert [(d.doc_id, d.text) for d in read_corpus(corpus)] == [(f"d{i}", t) for i, t in enumerate(texts)]
+
+
+@settings(max_examples=40, deadline=None)
+@example(depth=MAX_JSON_DEPTH, kind="[")
+@example(depth=MAX_JSON_DEPTH + 1, kind="[")
+@example(depth=3000, kind="{")
+@given(depth=st.integers(1, 3000), kind=st.sampled_from("[{"))
+def test_nesting_is_read_up_to_the_bound_and_refused_beyond(tmp_path_factory, depth, kind):
+    """Any depth: read (and storable) up to MAX_JSON_DEPTH, else refused with file:line; never a RecursionError."""
+    corpus = tmp_path_factory.mktemp("deep") / "c.jsonl"
+    corpus.write_text(GOOD + _deep_line(depth, kind), encoding="utf-8")
+    if depth <= MAX_JSON_DEPTH:
+        _, doc = read_corpus(corpus)
+        assert json.loads(json.dumps(doc.metadata)) == doc.metadata
+    else:
+        with pytest.raises(CorpusError, match=rf"c\.jsonl:2: nested more than {MAX_JSON_DEPTH} levels deep"):
+            list(read_corpus(corpus))
+
+
+def test_in_memory_documents_nesting_is_bounded():
+    """read_documents: a dict nested past the bound, or one that contains itself, is refused (it used to raise
+    RecursionError / ValueError from json)."""
+    cyclic: dict = {"_id": "a", "text": "x"}
+    cyclic["self"] = cyclic
+    deep = json.loads(_deep_line(MAX_JSON_DEPTH + 1))
+    for record in (cyclic, deep):
+        with pytest.raises(CorpusError, match=rf"document #1: nested more than {MAX_JSON_DEPTH} levels deep"):
+            read_documents([{"_id": "ok", "text": "fine"}, record])
+
+
+def test_metadata_at_the_nesting_bound_is_stored_and_returned(tmp_path):
+    """The deepest record the reader accepts goes through the store and comes back whole."""
+    corpus = _write(tmp_path, "c.jsonl", _deep_line(MAX_JSON_DEPTH, text="deep metadata"))
+    build_index(corpus, tmp_path / "idx", bm25_only(), show_progress=False)
+    (hit,) = SearchPipeline.from_config(bm25_pipeline_config(tmp_path / "idx")).query("deep metadata")
+    record = json.loads(_deep_line(MAX_JSON_DEPTH))
+    assert hit.metadata == {"m": record["m"]}
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import rank_bm25
 
+import index.bm25 as bm25_module
 from index.analyzer import Analyzer
 from index.bm25 import BM25Scorer, BM25Stats
-from index.config import BM25Config
+from index.config import AnalyzerConfig, BM25Config
+from retrieval.retrievers import BM25Retriever
 from tests.conftest import SCIFACT
 
 REFERENCE = {"okapi": rank_bm25.BM25Okapi, "bm25l": rank_bm25.BM25L, "bm25plus": rank_bm25.BM25Plus}
@@ -113,3 +115,22 @@ def test_save_load_roundtrip(tmp_path, scifact_tokens):
 def test_doc_tokens_rebuilds_bags_of_words():
     stats = BM25Stats.build([["b", "a", "b"], [], ["c"]])
     assert [sorted(t) for t in stats.doc_tokens()] == [["a", "b", "b"], [], ["c"]]
+
+
+@pytest.mark.parametrize("variant", ["okapi", "bm25plus"])
+def test_both_backends_score_only_the_first_distinct_terms_of_a_long_query(monkeypatch, variant):
+    # The query-term cap (index.bm25.MAX_QUERY_TERMS) applies to the rank_bm25 reference backend too, so both
+    # backends still answer alike; 3 here instead of 1,024 to keep the corpus small.
+    monkeypatch.setattr(bm25_module, "MAX_QUERY_TERMS", 3, raising=False)
+    corpus = [["a", "b"], ["c", "d"], ["e", "a"], ["f", "b"], ["g", "h"], ["i", "j"], ["k", "l"]]
+    raw = AnalyzerConfig(stopwords=None, stemmer=None)
+    sparse = BM25Retriever(BM25Stats.build(corpus), BM25Config(variant=variant), raw)
+    reference = BM25Retriever(BM25Stats.build(corpus), BM25Config(variant=variant, backend="rank_bm25"), raw)
+    long_query, kept = "a b a c d e f", "a b a c"
+    rows, scores = sparse.search(long_query, 10)
+    kept_rows, kept_scores = sparse.search(kept, 10)
+    assert rows.tolist() == kept_rows.tolist() and sorted(rows.tolist()) == [0, 1, 2, 3]
+    np.testing.assert_allclose(scores, kept_scores, rtol=0, atol=1e-12)
+    ref_rows, ref_scores = reference.search(long_query, len(corpus))
+    ref = dict(zip(ref_rows.tolist(), ref_scores.tolist()))
+    np.testing.assert_allclose([ref[r] for r in rows.tolist()], scores, rtol=1e-9, atol=1e-9)

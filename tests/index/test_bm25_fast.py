@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -122,3 +124,49 @@ def test_degenerate_k_and_queries():
     assert len(scorer.search([], 5)[0]) == 0
     assert scorer.search_batch([], 5) == []
     np.testing.assert_array_equal(scorer.get_scores(["zzz"]), np.zeros(3))
+
+
+# -- query cost (issue 10, case 4) ----------------------------------------------------------------------------------
+
+
+def _peak_bytes(fn) -> int:
+    """Peak bytes allocated while `fn` runs (numpy reports its buffers to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("variant", ["okapi", "bm25plus"])
+def test_a_repeated_term_costs_one_postings_read(variant):
+    # Every document holds both terms: the issue's `"common " * 1428` concatenated each posting list per
+    # repetition (gigabytes on a large index). Repeats must cost what the distinct terms cost.
+    corpus = [["common", "other", f"w{d % 97}"] for d in range(5000)]
+    scorer = BM25Scorer(BM25Stats.build(corpus), BM25Config(variant=variant))
+    once, repeated = ["common", "other"], ["common", "other"] * 714
+    scorer.search(once, 10)  # warm-up: first calls allocate caches of their own
+    base = _peak_bytes(lambda: scorer.search(once, 10))
+    assert _peak_bytes(lambda: scorer.search(repeated, 10)) <= 1.5 * base
+    assert _peak_bytes(lambda: scorer.get_scores(repeated)) <= 1.5 * _peak_bytes(lambda: scorer.get_scores(once))
+    # The scores are still the term-by-term sum (what rank-bm25's loop adds), repeats included.
+    naive = sum(scorer.get_scores([t]) for t in repeated)
+    np.testing.assert_allclose(scorer.get_scores(repeated), naive, rtol=1e-9, atol=1e-9)
+    rows, scores = scorer.search(repeated, 10)
+    np.testing.assert_allclose(scores, naive[rows], rtol=1e-9, atol=1e-9)
+
+
+def test_distinct_terms_beyond_the_cap_are_dropped_with_one_warning(monkeypatch, caplog):
+    corpus = [["a", "b"], ["c", "d"], ["e", "a"], ["f"]]
+    scorer = BM25Scorer(BM25Stats.build(corpus), BM25Config(variant="lucene"))
+    monkeypatch.setattr(bm25_module, "MAX_QUERY_TERMS", 3, raising=False)
+    query = ["a", "zzz-unknown", "b", "a", "c", "d", "e", "f"]  # unknown terms cost nothing and do not count
+    with caplog.at_level(logging.WARNING, logger="index.bm25"):
+        rows, scores = scorer.search(query, 10)
+        full = scorer.get_scores(query)
+    kept = ["a", "b", "a", "c"]  # the first 3 distinct indexed terms, in query order, with their repeats
+    np.testing.assert_array_equal(full, scorer.get_scores(kept))
+    assert rows.tolist() == scorer.search(kept, 10)[0].tolist() == [0, 2, 1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("6 distinct terms" in w and "MAX_QUERY_TERMS=3" in w for w in warnings)

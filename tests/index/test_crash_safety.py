@@ -22,7 +22,7 @@ from index.directory import IndexDirectory
 from retrieval import SearchPipeline
 from retrieval.config import load_config
 from tests.conftest import ROOT, SAMPLE_CORPUS, pipeline_config
-from tests.reliability import answers, copy_index, leftovers
+from tests.reliability import answers, bm25_only, bm25_pipeline_config, copy_index, leftovers
 
 BEFORE_SWAP = ["read", "bm25", "dense", "manifest"]
 KILL_POINTS = [*BEFORE_SWAP, "swapped"]
@@ -139,3 +139,74 @@ def _dead_pid() -> int:
     proc.wait()
     return proc.pid
 
+
+
+# --- issue 10: Ctrl-C says what state the index is in --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bm25_setup(tmp_path_factory, setup):
+    """As `setup`, BM25 only: the builds started here load no model, so each starts in a few seconds."""
+    tmp = tmp_path_factory.mktemp("sigint")
+    config_file = tmp / "config.yaml"
+    config_file.write_text(yaml.safe_dump(bm25_pipeline_config(tmp / "unused")))
+    result = {"config_file": config_file, "new_corpus": setup["new_corpus"], "build": bm25_only()}
+    for name, corpus in (("old", SAMPLE_CORPUS), ("new", setup["new_corpus"])):
+        build_index(corpus, tmp / name, bm25_only(), show_progress=False)
+        result[name] = tmp / name
+        result[f"{name}_answers"] = _answers(tmp / name, bm25_pipeline_config(tmp / name))
+    return result
+
+
+def test_sigint_says_whether_the_new_index_is_in_place(tmp_path, bm25_setup):
+    """Before the swap: the previous index is untouched and the temp directory is gone. After it: the new index is
+    in place and the message names the previous copy, which the next build removes. (Both used to print only
+    `error: interrupted`.)"""
+    phases = ["manifest", "swapped"]
+    targets = {phase: copy_index(bm25_setup["old"], tmp_path / phase / "idx") for phase in phases}
+    procs = {phase: _start_build(bm25_setup, targets[phase], phase) for phase in phases}
+    errors = {}
+    try:
+        for phase, proc in procs.items():
+            _wait_for_marker(proc, phase)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130, phase
+            errors[phase] = proc.stderr.read()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+    before = targets["manifest"]
+    assert errors["manifest"] == (f"error: interrupted before the swap: the index at {before} is untouched "
+                                  "(the partial build was removed)\n")
+    assert leftovers(before) == []
+    assert _answers(before, bm25_pipeline_config(before)) == bm25_setup["old_answers"]
+    after = targets["swapped"]
+    (previous,) = leftovers(after)
+    assert errors["swapped"] == (f"error: interrupted after the swap: the new index is in place at {after}; "
+                                 f"the next build removes the previous one, left at {previous}\n")
+    assert _answers(after, bm25_pipeline_config(after)) == bm25_setup["new_answers"]
+    build_index(bm25_setup["new_corpus"], after, bm25_only(), show_progress=False)
+    assert leftovers(after) == []
+
+
+def test_interrupt_between_the_two_renames_says_where_the_previous_index_waits(tmp_path, bm25_setup, monkeypatch):
+    target = copy_index(bm25_setup["old"], tmp_path / "idx")
+    monkeypatch.setattr(builder, "_exchange", lambda a, b: False)
+    real_rename = os.rename
+    calls = []
+
+    def interrupt_on_second_rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_rename(src, dst)
+
+    monkeypatch.setattr(builder.os, "rename", interrupt_on_second_rename)
+    with pytest.raises(KeyboardInterrupt) as err:
+        build_index(bm25_setup["new_corpus"], target, bm25_only(), show_progress=False)
+    (old,) = leftovers(target)
+    assert str(err.value) == (f"interrupted during the swap: no index at {target} for now; the previous one waits "
+                              f"at {old} and the next build of {target} puts it back first")

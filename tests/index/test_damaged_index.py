@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import shutil
 import zipfile
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from index.builder import build_index
 from index.dense import Encoder
@@ -103,7 +106,8 @@ def test_truncated_file_behind_a_matching_manifest(index_copy, name):
     (lambda m: {k: v for k, v in m.items() if k != "format_version"},
      r"has no format_version; it was not written by this library"),
     (lambda m: [m], r"has no format_version"),
-    (lambda m: {**m, "config": {"bm25": {"k1": "high"}}}, r"cannot read the index \(ValidationError"),
+    (lambda m: {**m, "config": {"bm25": {"k1": "high"}}},
+     r"the build config in manifest.json is not valid \(config\['bm25'\]\['k1'\]: Input should be a valid number"),
     (lambda m: {**m, "embedding_dim": 64}, r"FAISS dimension 32 != manifest 64"),
 ], ids=["newer-format", "no-format-version", "not-an-object", "bad-build-config", "wrong-dimension"])
 def test_foreign_or_edited_manifest(index_copy, edit, message):
@@ -184,8 +188,8 @@ def test_model_replaced_by_one_of_another_dimension(tmp_path, tiny_bi_encoder):
 
 def test_other_analyzer_or_missing_component(sample_index, tiny_bi_encoder, tmp_path):
     config = pipeline_config(sample_index, tiny_bi_encoder, bm25={"analyzer": {"stemmer": None}})
-    with pytest.raises(IndexDirError, match=r"was built with analyzer .* rebuild the index or change "
-                                            r"first_stage.bm25.analyzer"):
+    with pytest.raises(IndexDirError, match=r'was built with first_stage.bm25.analyzer.stemmer: "english" but the '
+                                            r"config has first_stage.bm25.analyzer.stemmer: null; rebuild the index"):
         SearchPipeline.from_config(config)
     build_index(SAMPLE_CORPUS, tmp_path / "bm25", bm25_only(), show_progress=False)
     with pytest.raises(IndexDirError, match=r"the config enables dense but .* was built without it; rebuild the "
@@ -289,3 +293,111 @@ def test_trust_remote_code_only_when_the_config_says_so(monkeypatch, sample_inde
     config["rerank"]["trust_remote_code"] = True
     SearchPipeline.from_config(config)
     assert seen[2:] == [("bi-encoder", True), ("cross-encoder", True)]
+
+
+# -- a manifest is checked strictly: its structure, and only plain names of files inside the index --------------
+
+_ENTRY = {"sha256": "0" * 64, "bytes": 0}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: {**m, "files": []}, r"files: Input should be a valid dictionary"),
+    (lambda m: {**m, "files": None}, r"files: Input should be a valid dictionary"),
+    (lambda m: {**m, "files": {**m["files"], "documents.sqlite": {}}},
+     r"files\['documents.sqlite'\]\['sha256'\]: Field required \(and 1 more\)"),
+    (lambda m: {**m, "files": {**m["files"], "bm25.npz": {**m["files"]["bm25.npz"], "bytes": True}}},
+     r"files\['bm25.npz'\]\['bytes'\]: Input should be a valid integer"),
+    (lambda m: {**m, "files": {**m["files"], "bm25.npz": {**m["files"]["bm25.npz"], "sha256": "x"}}},
+     r"files\['bm25.npz'\]\['sha256'\]: String should match pattern"),
+    (lambda m: {**m, "format_version": -1}, r"format_version: Input should be greater than or equal to 1"),
+    (lambda m: {**m, "format_version": True}, r"format_version: Input should be a valid integer"),
+    (lambda m: {**m, "format_version": 1.0}, r"format_version: Input should be a valid integer"),
+    (lambda m: {**m, "components": "bm25"}, r"components: Input should be a valid list"),
+    (lambda m: {**m, "components": ["bm25", "sparse"]}, r"components\['1'\]: Input should be 'bm25' or 'dense'"),
+    (lambda m: {k: v for k, v in m.items() if k != "embedding_dim"}, r"the dense component needs embedding_dim"),
+    (lambda m: {**m, "embedding_dim": True}, r"embedding_dim: Input should be a valid integer"),
+], ids=["files-list", "files-null", "empty-entry", "bool-size", "bad-sha256", "negative-format", "bool-format",
+        "float-format", "components-string", "unknown-component", "no-embedding-dim", "bool-embedding-dim"])
+def test_manifest_of_the_wrong_shape(index_copy, edit, message):
+    _write_manifest(index_copy, edit(_manifest(index_copy)))
+    for verify in (True, False):
+        with pytest.raises(IndexDirError, match=rf"manifest.json is not a valid index manifest \({message}.*\); it "
+                                                rf"was not written by this library or was edited; {REBUILD}"):
+            IndexDirectory.load(index_copy, verify=verify)
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc/passwd", "sub/bm25.npz", "..", ".hidden", "", "a\x00b",
+                                  "bm25.npz\n", "manifest.json", "ﬁle"])
+def test_manifest_entry_that_is_not_a_plain_name_in_the_index(tmp_path, index_copy, name):
+    """Even with the true size and sha256 of the file it points at, nothing outside the index is read, and a wrong
+    size cannot reveal the size of a file outside the index."""
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"secret" * 1234)
+    manifest = _manifest(index_copy)
+    for entry in ({"sha256": sha256_file(outside), "bytes": outside.stat().st_size}, {**_ENTRY, "bytes": 1}):
+        _write_manifest(index_copy, {**manifest, "files": {**manifest["files"], name: entry}})
+        with pytest.raises(IndexDirError, match=r"is not a plain file name inside the index") as caught:
+            IndexDirectory.load(index_copy)
+        assert str(outside.stat().st_size) not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_file_left_out_of_the_manifest_is_refused(index_copy, name):
+    """A file the index needs but the manifest does not list would be loaded unchecked: refused instead."""
+    manifest = _manifest(index_copy)
+    del manifest["files"][name]
+    _write_manifest(index_copy, manifest)
+    with pytest.raises(IndexDirError, match=rf"manifest.json does not list {name}, which the \w+ component needs; it "
+                                            rf"was not written by this library or was edited; {REBUILD}"):
+        IndexDirectory.load(index_copy)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "directory", "fifo"])
+def test_listed_file_that_is_not_a_regular_file_of_the_index(tmp_path, index_copy, kind):
+    """A link to an identical copy outside the index (sha256 and size match) is still not read; a FIFO does not
+    block the load."""
+    name = "bm25.npz"
+    outside = shutil.copy(index_copy / name, tmp_path / "copy-outside")
+    (index_copy / name).unlink()
+    if kind == "symlink":
+        (index_copy / name).symlink_to(outside)
+        message = rf"{name} is a symbolic link; an index holds only its own files; {REBUILD}"
+    else:
+        (index_copy / name).mkdir() if kind == "directory" else os.mkfifo(index_copy / name)
+        message = rf"{name} is not a regular file; {REBUILD}"
+    with pytest.raises(IndexDirError, match=message):
+        IndexDirectory.load(index_copy)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 2) | st.floats(allow_nan=False) |
+                     st.sampled_from(["", "bm25", "dense", "../x", "/etc/passwd", "bm25.npz", "0" * 64]),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                         st.sampled_from(["sha256", "bytes", "bm25.npz", "documents.sqlite", "../x", "k"]), inner,
+                         max_size=3), max_leaves=8)
+
+
+@pytest.fixture(scope="module")
+def bm25_index(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bm25") / "idx"
+    build_index(SAMPLE_CORPUS, path, bm25_only(), show_progress=False)
+    return path
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["format_version", "files", "components", "config", "embedding_dim", "bm25.npz",
+                            "documents.sqlite"]), value=_JSON)
+def test_any_manifest_value_loads_or_is_refused_in_one_line(bm25_index, key, value):
+    """Whatever JSON a field (or a file entry) holds, the load either succeeds or raises IndexDirError."""
+    original = (bm25_index / MANIFEST_FILE).read_bytes()
+    manifest = json.loads(original)
+    if key in manifest["files"]:
+        manifest["files"][key] = value
+    else:
+        manifest[key] = value
+    _write_manifest(bm25_index, manifest)
+    try:
+        IndexDirectory.load(bm25_index)
+    except IndexDirError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 800
+    finally:
+        (bm25_index / MANIFEST_FILE).write_bytes(original)

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import index.analyzer as analyzer_module
+import index.bm25 as bm25_module
 from index.analyzer import Analyzer
 from index.bm25 import BM25Scorer, BM25Stats
 from index.config import AnalyzerConfig, BM25Config
@@ -141,3 +142,58 @@ def test_statistics_survive_a_save_and_load(tmp_path_factory, docs):
         assert np.array_equal(getattr(loaded, name), getattr(stats, name))
     assert sorted(map(sorted, loaded.doc_tokens())) == sorted(map(sorted, docs))
     assert math.isclose(float(loaded.doc_len.sum()), sum(map(len, docs)))
+
+
+class _CountingPostings(np.ndarray):
+    """A posting array (`BM25Stats.indices`) that counts the postings sliced out of it: what a query reads."""
+
+    def __getitem__(self, key):
+        if getattr(self, "is_source", False) and isinstance(key, slice):
+            start, stop, _ = key.indices(len(self))
+            _CountingPostings.read += max(0, stop - start)
+        return super().__getitem__(key)
+
+
+def _counting_stats(docs: list[list[str]]) -> BM25Stats:
+    stats = BM25Stats.build(docs)
+    stats.indices = stats.indices.view(_CountingPostings)
+    stats.indices.is_source = True  # views sliced from it are not counted again
+    return stats
+
+
+# Long queries with many repeats of few terms: the cost of a query is its distinct terms', not its length's.
+REPEATING_QUERY = st.lists(st.sampled_from([*TERMS[:3], "unseen"]), min_size=1, max_size=40)
+
+
+@FAST
+@given(DOCS, REPEATING_QUERY, st.sampled_from(["okapi", "bm25l", "bm25plus", "lucene"]),
+       st.sampled_from([0, 10**9]), st.integers(1, 30))
+def test_a_query_reads_each_distinct_terms_postings_once(docs, query, variant, dense_fraction_inv, k):
+    """For any token list: postings read = the document frequencies of its distinct indexed terms (on both
+    accumulators), and the scores are the term-by-term sum rank-bm25's loop computes, repeats included."""
+    stats = _counting_stats(docs)
+    scorer = BM25Scorer(stats, BM25Config(variant=variant))
+    distinct = {stats.term_ids[t] for t in query if t in stats.term_ids}
+    expected = int(sum(stats.doc_freq[t] for t in distinct))
+    with mock.patch.object(bm25_module, "DENSE_FRACTION_INV", dense_fraction_inv):
+        for run in (lambda: scorer.search(query, k), lambda: scorer.get_scores(query)):
+            _CountingPostings.read = 0
+            run()
+            assert _CountingPostings.read == expected
+    naive = sum(scorer.get_scores([t]) for t in query)
+    np.testing.assert_allclose(scorer.get_scores(query), naive, rtol=1e-9, atol=1e-9)
+    rows, scores = scorer.search(query, k)
+    np.testing.assert_allclose(scores, naive[rows], rtol=1e-9, atol=1e-9)
+
+
+@FAST
+@given(DOCS, REPEATING_QUERY, st.sampled_from(["okapi", "bm25plus", "lucene"]), st.integers(1, 30))
+def test_summing_a_long_query_in_parts_changes_no_bit(docs, query, variant, k):
+    """The dense accumulator sums a query's postings in parts of about one corpus' worth (bounded memory);
+    cut after every term or two, the scores and the ranking are exactly those of one part."""
+    scorer = BM25Scorer(BM25Stats.build(docs), BM25Config(variant=variant))
+    whole = scorer.get_scores(query), scorer.search(query, k)
+    with mock.patch.object(bm25_module, "PART_POSTINGS", 1):  # budget: max(documents, 1) postings per part
+        parts = scorer.get_scores(query), scorer.search(query, k)
+    assert whole[0].tolist() == parts[0].tolist()
+    assert whole[1][0].tolist() == parts[1][0].tolist() and whole[1][1].tolist() == parts[1][1].tolist()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from index.builder import build_index
 from index.dense import Encoder
@@ -184,3 +186,131 @@ def test_reference_backend_without_the_variant(tmp_path):
     config["first_stage"]["bm25"] = {"backend": "rank_bm25", "variant": "lucene"}
     with pytest.raises(ValueError, match=r"backend rank_bm25 has no 'lucene' variant; use backend: sparse"):
         SearchPipeline.from_config(config)
+
+
+# -- hostile YAML: alias bombs and huge values -------------------------------------------------------------------
+
+BOMB_KEYS = ["output.top_k", "first_stage.bm25.analyzer.stopwords", "index.path"]
+
+
+def _alias_bomb(dotted: str, levels: int = 9, width: int = 9) -> str:
+    """~520 bytes of YAML whose value at `dotted` aliases expand to width**levels strings ("billion laughs")."""
+    *parents, leaf = dotted.split(".")
+    lines = [f"{'  ' * depth}{key}:" for depth, key in enumerate([*parents, leaf])]
+    indent = "  " * (len(parents) + 1)
+    lines.append(f"{indent}- &l0 [{', '.join(['lol'] * width)}]")
+    lines += [f"{indent}- &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+# Runs in a child process so that a regression (exponential expansion) fails on the timeout instead of hanging
+# the suite; the dict bombs share one list object at every level, as aliases do.
+_CHILD = """
+import json, sys
+from retrieval.config import ConfigError, load_config
+
+def outcome(source):
+    try:
+        load_config(source)
+    except ConfigError as exc:
+        return str(exc)
+    return "accepted"
+
+def dict_bomb(dotted, levels=9, width=9):
+    value = ["lol"] * width
+    for _ in range(levels - 1):
+        value = [value] * width
+    raw = node = {}
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return raw
+
+keys = sys.argv[1].split(",")
+print(json.dumps({"yaml": [outcome(p) for p in sys.argv[2:]], "dict": [outcome(dict_bomb(k)) for k in keys]}))
+"""
+
+
+def _limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+
+def test_alias_bombs_are_refused_at_once(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    paths = []
+    for i, key in enumerate(BOMB_KEYS):
+        paths.append(tmp_path / f"bomb{i}.yaml")
+        paths[-1].write_text(_alias_bomb(key))
+        assert len(paths[-1].read_bytes()) < 600
+    proc = subprocess.run([sys.executable, "-c", _CHILD, ",".join(BOMB_KEYS), *map(str, paths)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30, preexec_fn=_limit_memory)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout)
+    for path, message in zip(paths, found["yaml"]):
+        assert message.startswith(f"{path}: its YAML aliases expand it by more than 10,000 values"), message
+        assert len(message) < 300 and "\n" not in message
+    for key, message in zip(BOMB_KEYS, found["dict"]):
+        lines = message.splitlines()
+        assert lines[0] == "invalid config (dict):" and lines[1].startswith(f"  {key}"), message[:500]
+        assert len(message) < 3000 and max(map(len, lines)) < 400, message[:500]
+
+
+def test_aliases_within_the_bound_still_work(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("first_stage:\n  bm25: {top_k: &depth 7, analyzer: {stopwords: &words [a, an, the]}}\n"
+                    "  dense: {top_k: *depth}\n  fusion: {top_k: *depth}\n"
+                    "output: {top_k: 3}\n")
+    config = load_config(path)
+    assert (config.first_stage.bm25.top_k, config.first_stage.dense.top_k) == (7, 7)
+    assert config.first_stage.bm25.analyzer.stopwords == ["a", "an", "the"]
+    # Long plain lists are not alias expansion: the bound is on what aliases add.
+    words = [f"w{i}" for i in range(12_000)]
+    path.write_text(f"first_stage: {{bm25: {{analyzer: {{stopwords: [{', '.join(words)}]}}}}}}\n")
+    assert load_config(path).first_stage.bm25.analyzer.stopwords == words
+
+
+def test_a_self_referencing_alias_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("first_stage: {bm25: {analyzer: {stopwords: &loop [a, *loop]}}}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: the YAML value at line 1, column 44 contains an alias of "
+                                          r"itself; a config cannot contain itself$"):
+        load_config(path)
+
+
+def test_values_nested_thousands_deep_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output: {top_k: " + "[" * 5000 + "]" * 5000 + "}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: values nested too deeply \(thousands of levels\)"):
+        load_config(path)
+
+
+_JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3000),
+                        lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=300), inner,
+                                                                                     max_size=8),
+                        max_leaves=300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([*BOMB_KEYS, "first_stage.fusion.weights", "first_stage.dense.faiss", "rerank", "index"]),
+       _JSONISH)
+def test_error_messages_are_bounded_whatever_the_value(key, value):
+    """Every line of a config error stays short and the error lists a bounded number of lines."""
+    raw: dict = {}
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    try:
+        load_config(raw)
+    except ConfigError as exc:
+        lines = str(exc).splitlines()
+        assert len(lines) <= 22 and max(map(len, lines)) < 400, lines[:3]

@@ -134,3 +134,37 @@ def test_odd_text_is_answered(pipe, rerank_pipe, query):
     hits = pipe.query(query, top_k=5)
     assert len(hits) == 5 and all("dense" in r.stages for r in hits)
     assert len(rerank_pipe.query(query, top_k=5)) == 5
+
+
+# -- retrieve(): the same validation as query_batch --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 1.5, True, "3", [3]])
+def test_retrieve_refuses_a_bad_top_k_as_query_batch_does(pipe, top_k):
+    for call in (lambda: pipe.query_batch(["ocean"], top_k=top_k), lambda: pipe.retrieve(["ocean"], top_k=top_k)):
+        with pytest.raises(ValueError, match=r"^top_k must be a positive integer, got "):
+            call()
+
+
+@pytest.mark.parametrize(("value", "reason"), [("ocean tides", "; wrap a single query in a list"),
+                                               (b"ocean", "; wrap a single query in a list"),
+                                               (None, ", not NoneType"), (42, ", not int")])
+def test_retrieve_wants_a_list_of_queries(pipe, value, reason):
+    """A plain string is not run as one query per character."""
+    with pytest.raises(TypeError, match=rf"^retrieve takes a list of strings{reason}$"):
+        pipe.retrieve(value)
+
+
+def test_retrieve_names_a_bad_query_before_any_work(pipe, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipe, "_run", lambda *a: calls.append(a))
+    with pytest.raises(TypeError, match=r"^query #1 must be a str, not int$"):
+        pipe.retrieve(["tides", 7])
+    assert calls == []
+
+
+@pytest.mark.parametrize("top_k", [1, 3, 24, 1000])
+def test_retrieve_top_k_cuts_the_stage_ranking(pipe, top_k):
+    full = pipe.retrieve(["the ocean and the moon"], stage="hybrid")[0]
+    assert pipe.retrieve(["the ocean and the moon"], stage="hybrid", top_k=top_k)[0] == full[:top_k]
+    assert [d for d, _ in full[:top_k]] == [r.doc_id for r in pipe.query("the ocean and the moon", top_k=top_k)]

@@ -4,6 +4,8 @@ import json
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from index.builder import build_index
 from retrieval import SearchPipeline, SearchResult
@@ -125,3 +127,116 @@ def test_default_config_with_real_bundled_bi_encoder(tmp_path):
     dense = pipe.retrieve(list(expected), stage="dense", top_k=1)
     assert [r[0][0] for r in dense] == list(expected.values())
     assert [r[0].doc_id for r in pipe.query_batch(list(expected), top_k=1)] == list(expected.values())
+
+
+# -- a config that disagrees with the index's build settings -----------------------------------------------------
+
+# (dotted key, value, decides what the index holds?) against an index built with the defaults (BM25 only).
+BM25_CHANGES = [
+    ("index.corpus.id_field", "docid", True),
+    ("index.corpus.title_field", "heading", True),
+    ("index.corpus.text_field", "body", True),
+    ("index.corpus.on_empty", "error", True),
+    ("index.chunking", {"max_words": 50, "overlap": 10}, True),
+    ("first_stage.bm25.analyzer.stemmer", None, True),
+    ("first_stage.bm25.analyzer.stopwords", ["the", "a"], True),
+    ("first_stage.bm25.analyzer.min_token_length", 2, True),
+    ("first_stage.bm25.k1", 0.9, False),
+    ("first_stage.bm25.b", 0.3, False),
+    ("first_stage.bm25.variant", "bm25plus", False),
+    ("first_stage.bm25.delta", 0.7, False),
+    ("first_stage.bm25.top_k", 7, False),
+    ("first_stage.bm25.backend", "rank_bm25", False),
+    ("first_stage.dense.faiss.type", "hnsw", False),  # the dense stage is disabled: its settings do not apply
+    ("first_stage.fusion.top_k", 9, False),
+    ("output.top_k", 4, False),
+]
+
+
+def _with(raw: dict, changes) -> dict:
+    raw = json.loads(json.dumps(raw))
+    for dotted, value, _ in changes:
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return raw
+
+
+@pytest.fixture(scope="module")
+def bm25_index(tmp_path_factory):
+    from tests.reliability import bm25_only
+
+    path = tmp_path_factory.mktemp("bm25") / "idx"
+    build_index(SAMPLE_CORPUS, path, bm25_only(), show_progress=False)
+    return path
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(BM25_CHANGES), min_size=1, max_size=4, unique_by=lambda c: c[0]))
+def test_a_config_must_agree_with_the_index_on_every_build_setting(bm25_index, changes):
+    """Refused exactly when a build-time setting differs, naming each one with both values; query-time settings
+    may differ. The evaluation cache uses the same split (one definition of what is query-time)."""
+    from index.manifest import IndexDirError
+    from retrieval.evaluation import index_settings
+    from tests.reliability import bm25_pipeline_config
+
+    base = bm25_pipeline_config(bm25_index)
+    config = load_config(_with(base, changes))
+    differs = [(key, value) for key, value, build_time in changes if build_time]
+    same_index = (index_settings(config.build_config().model_dump(mode="json"))
+                  == index_settings(load_config(base).build_config().model_dump(mode="json")))
+    assert same_index == (not differs)
+    if not differs:
+        assert SearchPipeline(config).query("ocean tides", top_k=1)
+        return
+    with pytest.raises(IndexDirError) as err:
+        SearchPipeline(config)
+    message = str(err.value)
+    assert message.startswith(f"{bm25_index} was built with ") and "\n" not in message
+    assert message.endswith("; rebuild the index with this config, or change the config to the index's values")
+    for key, value in differs:
+        assert f"the config has {key}: {json.dumps(value)}" in message or f", {key}: {json.dumps(value)}" in message
+
+
+@pytest.mark.parametrize(("dotted", "value", "built"), [
+    ("first_stage.dense.faiss.type", "hnsw", '"flat"'),
+    ("first_stage.dense.document_prefix", "passage: ", '""'),
+    ("first_stage.dense.max_length", 64, "null"),
+    ("index.chunking", {"max_words": 30, "overlap": 5}, "null"),
+])
+def test_dense_build_settings_that_differ_are_refused(sample_index, tiny_bi_encoder, dotted, value, built):
+    from index.manifest import IndexDirError
+
+    raw = _with(pipeline_config(sample_index, tiny_bi_encoder), [(dotted, value, True)])
+    with pytest.raises(IndexDirError, match=rf"^{sample_index} was built with {dotted}: {built} but the config has "
+                                            rf"{dotted}: "):
+        SearchPipeline.from_config(raw)
+
+
+def test_query_time_dense_settings_may_differ(sample_index, tiny_bi_encoder):
+    changes = [("first_stage.dense.faiss.nprobe", 3, False), ("first_stage.dense.faiss.ef_search", 16, False),
+               ("first_stage.dense.faiss.rescore", 10, False), ("first_stage.dense.faiss.hnsw_m", 8, False),
+               ("first_stage.dense.batch_size", 2, False), ("first_stage.dense.query_prefix", "query: ", False),
+               ("first_stage.dense.precision", "fp32", False), ("first_stage.dense.device", "cpu", False)]
+    pipe = SearchPipeline.from_config(_with(pipeline_config(sample_index, tiny_bi_encoder), changes))
+    assert len(pipe.query("ocean tides", top_k=3)) == 3
+
+
+def test_an_index_searched_without_the_chunking_it_was_built_with(tmp_path):
+    from index.manifest import IndexDirError
+    from tests.reliability import bm25_only, bm25_pipeline_config
+
+    build_index(SAMPLE_CORPUS, tmp_path / "i", bm25_only(chunking={"max_words": 40, "overlap": 5}),
+                show_progress=False)
+    with pytest.raises(IndexDirError, match=r'was built with index.chunking: \{"max_words": 40, "overlap": 5\} but '
+                                            r"the config has index.chunking: null; rebuild"):
+        SearchPipeline.from_config(bm25_pipeline_config(tmp_path / "i"))
+    # The index's own settings (what search.py uses without --config) always agree with it.
+    from index.directory import IndexDirectory
+    from retrieval.config import PipelineConfig
+
+    own = PipelineConfig.for_index(IndexDirectory.load(tmp_path / "i").build_config)
+    own.index.path = tmp_path / "i"
+    assert SearchPipeline(own).query("ocean tides", top_k=1)

@@ -5,7 +5,11 @@ Most cases run the script file in-process (runpy, as `__main__`) to stay fast; a
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -13,9 +17,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from index.builder import build_index
 from index.documents import CorpusError
+from retrieval import cli
+from retrieval.evaluation import EvaluationResult
+from retrieval.pipeline import SearchResult, StageScore
+from tests.beir_data import write_beir
 from tests.conftest import ROOT, SAMPLE_CORPUS
 from tests.reliability import bm25_only
 
@@ -113,8 +123,6 @@ BAD = [
     ("search/config-needs-dense", "search.py", ["--index", "{index}", "--config", str(ROOT / "configs" /
                                                                                      "default.yaml"), "ocean"],
      "the config enables dense but"),
-    ("search/top-k-zero", "search.py", ["--index", "{index}", "--config", "{bm25_config}", "--top-k", "0", "ocean"],
-     "top_k must be a positive integer, got 0"),
     ("search/config-typo", "search.py", ["--index", "{index}", "--config", "{typo_config}", "ocean"],
      "did you mean 'top_k'"),
     ("demo/config-typo", "demo.py", ["--config", "{typo_config}"], "did you mean 'top_k'"),
@@ -207,3 +215,171 @@ def test_real_processes(files):
     assert code == 1 and "Traceback (most recent call last)" in err and "CorpusError" in err, err
     code, _, err = done["search-bad"]
     assert code == 2 and err.strip().startswith("error: index directory") and "\n" not in err.strip(), err
+
+
+# -- numeric options (issue 10, case 9) -----------------------------------------------------------------------------
+
+# (script, option, bad value, the bound the error states); every numeric option of every script. The required
+# arguments point at a missing dataset, so before the option was checked each of these ran into other errors or,
+# with a real dataset, divided by zero or printed tables of nothing.
+BAD_VALUES = [
+    *[("benchmark.py", option, "0", ">= 1") for option in (
+        "--repeats", "--k", "--batch-size", "--e2e-queries", "--e2e-batches", "--bm25-queries", "--dense-passages",
+        "--dense-queries", "--rerank-queries", "--rerank-depth", "--rerank-chunks", "--curve-queries")],
+    ("benchmark.py", "--k", "1.5", "an integer >= 1"),
+    ("benchmark.py", "--curve-depths", "10,0", "each an integer >= 1"),
+    ("benchmark.py", "--curve-depths", "10,,20", "each an integer >= 1"),
+    ("benchmark.py", "--dev-fraction", "0", "in (0, 1]"),
+    ("benchmark.py", "--dev-fraction", "nan", "in (0, 1]"),
+    ("benchmark.py", "--dev-seed", "-1", "in [0, 4294967295]"),
+    ("tune_fusion.py", "--depth", "0", ">= 1"),
+    ("train_reranker.py", "--epochs", "0", "> 0"),
+    ("train_reranker.py", "--epochs", "inf", "> 0"),
+    ("train_reranker.py", "--max-steps", "0", ">= 1 or -1"),
+    ("train_reranker.py", "--negatives", "-1", ">= 0"),
+    ("train_reranker.py", "--candidates", "0", ">= 1"),
+    ("train_reranker.py", "--skip-top", "-1", ">= 0"),
+    ("train_reranker.py", "--pseudo-queries", "-1", ">= 0"),
+    ("train_reranker.py", "--in-batch-negatives", "-1", ">= 0"),
+    ("train_reranker.py", "--batch-size", "0", ">= 1"),
+    ("train_reranker.py", "--lr", "0", "> 0"),
+    ("train_reranker.py", "--lr", "nan", "> 0"),
+    ("train_reranker.py", "--warmup", "1.5", "in [0, 1)"),
+    ("train_reranker.py", "--max-length", "4", ">= 8"),
+    ("train_reranker.py", "--seed", "-1", "in [0, 4294967295]"),
+    ("train_reranker.py", "--dev-fraction", "1.5", "in [0, 1)"),
+    ("train_reranker.py", "--dev-fraction", "1", "in [0, 1)"),
+    ("train_reranker.py", "--dev-seed", "-1", "in [0, 4294967295]"),
+    ("train_reranker.py", "--eval-top-n", "0", ">= 1"),
+    ("search.py", "--top-k", "0", ">= 1"),
+    ("search.py", "--top-k", "-3", ">= 1"),
+    ("evaluate.py", "--max-queries", "0", ">= 1"),
+    ("evaluate.py", "--batch-size", "0", ">= 1"),
+    ("demo.py", "--top-k", "0", ">= 1"),
+]
+REQUIRED = {"benchmark.py": ["--dataset", "{tmp}/no-such-beir", "--config", "{bm25_config}"],
+            "tune_fusion.py": ["--dataset", "{tmp}/no-such-beir", "--config", "{bm25_config}"],
+            "train_reranker.py": ["--dataset", "{tmp}/no-such-beir", "--output", "{tmp}/model"],
+            "search.py": ["--index", "{index}", "--config", "{bm25_config}", "ocean"],
+            "evaluate.py": ["--dataset", "{tmp}/no-such-beir", "--config", "{bm25_config}"],
+            "demo.py": ["--config", "{bm25_config}", "--output", "{tmp}/demo-bad-value"]}
+
+
+@pytest.mark.parametrize(("script", "option", "value", "bound"), BAD_VALUES,
+                         ids=[f"{s}{o}={v}" for s, o, v, _ in BAD_VALUES])
+def test_a_bad_numeric_value_is_a_usage_error_naming_the_option(files, capsys, script, option, value, bound):
+    code, out, err = run_script(script, "--quiet", *_fill(REQUIRED[script], files), f"{option}={value}",
+                                capsys=capsys)
+    assert code == 2 and "Traceback" not in err and not out, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error: argument {option}: must be ") and bound in last, err
+    assert last.endswith(f"got {value!r}"), err
+
+
+@given(st.integers(-(10**12), 10**12))
+@settings(max_examples=200, deadline=None)
+def test_integer_types_accept_exactly_their_range(value):
+    text = str(value)
+    for parse, inside in ((cli.positive_int, value >= 1), (cli.non_negative_int, value >= 0),
+                          (cli.seed, 0 <= value < 2**32)):
+        if inside:
+            assert parse(text) == value
+        else:
+            with pytest.raises(argparse.ArgumentTypeError, match=f"got {text!r}$"):
+                parse(text)
+
+
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=8)))
+@settings(max_examples=200, deadline=None)
+def test_float_types_accept_exactly_finite_numbers_in_their_range(text):
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    finite = math.isfinite(number)
+    for parse, inside in ((cli.positive_float, finite and number > 0), (cli.fraction, finite and 0 <= number <= 1)):
+        if inside:
+            assert parse(text) == number
+        else:
+            with pytest.raises(argparse.ArgumentTypeError, match="^must be a number"):
+                parse(text)
+
+
+# -- output safety (issue 10, case 18) ------------------------------------------------------------------------------
+
+HOSTILE = [
+    {"_id": "esc", "title": "\x1b[2J\x1b[31mred alert\x1b[0m", "text": "ocean tides", "ratio": math.nan,
+     "scale": math.inf, "nested": {"low": -math.inf, "ok": 1.5}},
+    {"_id": "two\nlines", "title": "bidi \u202etxet\u202c and \u2066isolate\u2069", "text": "ocean waves"},
+    {"_id": "tab\tand\rcr", "title": "", "text": "ocean\x07bell\x9bc1 text\u2028next"},
+]
+# What a terminal would act on or a table would break at: C0/C1 controls and DEL, line and paragraph separators,
+# bidirectional overrides and isolates.
+UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.fixture(scope="module")
+def hostile_index(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("hostile")
+    corpus = tmp / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in HOSTILE), encoding="utf-8")  # NaN/Infinity: json's
+    build_index(corpus, tmp / "idx", bm25_only(), show_progress=False)
+    return tmp / "idx"
+
+
+def _strict(text: str):
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json(files, hostile_index, capsys):
+    code, out, err = run_script("search.py", "--quiet", "--index", str(hostile_index), "--config",
+                                str(files["bm25_config"]), "--json", "ocean", capsys=capsys)
+    assert code == 0, err
+    results = {r["doc_id"]: r for r in _strict(out)["results"]}
+    assert set(results) == {d["_id"] for d in HOSTILE}
+    assert results["esc"]["metadata"] == {"ratio": None, "scale": None, "nested": {"low": None, "ok": 1.5}}
+    assert results["two\nlines"]["title"] == HOSTILE[1]["title"]  # JSON escapes it; the data stays exact
+
+
+def test_table_output_neutralises_control_characters(files, hostile_index, capsys):
+    code, out, err = run_script("search.py", "--quiet", "--index", str(hostile_index), "--config",
+                                str(files["bm25_config"]), "ocean \x1b]0;title\x07", "ocean", capsys=capsys)
+    assert code == 0, err
+    assert not UNSAFE.findall(out), out
+    assert "\\x1b[31mred alert" in out and "two\\nlines" in out and "\\u202etxet" in out
+    assert "query: ocean \\x1b]0;title\\x07" in out
+    # Two queries: each is a blank line, the query, the header and one line per result.
+    assert len(out.splitlines()) == 2 * (3 + len(HOSTILE)), out
+
+
+@given(st.text(), st.text(), st.text())
+@settings(max_examples=200, deadline=None)
+def test_any_id_title_or_query_keeps_the_table_one_line_per_result(doc_id, title, query):
+    hit = SearchResult(doc_id=doc_id, score=1.0, rank=1, title=title, text=title + " text",
+                       stages={"bm25": StageScore(1.0, 1)})
+    table = cli.format_results(query, [hit, hit], ["bm25"])
+    assert not UNSAFE.findall(table)
+    assert len(table.split("\n")) == 5  # blank, query, header, two results
+
+
+def test_trec_run_files_refuse_ids_with_whitespace(files, tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir", queries={"q 1": ("ocean tides", {"tides": 2}),
+                                                   "q2": ("coffee", {"coffee": 1})})
+    runs = tmp_path / "runs"
+    code, _, err = run_script("evaluate.py", "--quiet", "--config", str(files["bm25_config"]), "--dataset",
+                              str(beir), "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(runs),
+                              capsys=capsys)
+    assert_one_error(code, err, "query id 'q 1' contains whitespace")
+    assert not list(runs.glob("*.trec"))  # nothing half-written
+    # The same for a document id, an empty id, or a tag, whatever whitespace it holds.
+    direct = tmp_path / "direct"
+    for runs, tag, named in (({"q1": [("ok", 2.0), ("doc\tone", 1.0)]}, None, "document id 'doc\\tone'"),
+                             ({"": [("ok", 1.0)]}, None, "query id '' is empty"),
+                             ({"q1": [("ok", 1.0)]}, "my\u00a0tag", "tag 'my\\xa0tag'")):
+        result = EvaluationResult(dataset="d", split="test", per_query={}, runs={"bm25": runs}, qrels={})
+        with pytest.raises(ValueError, match=re.escape(named)):
+            result.write_runs(direct, tag=tag)
+        assert not direct.exists()

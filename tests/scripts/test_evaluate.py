@@ -113,3 +113,26 @@ def test_bad_input_is_one_line_exit_2(case, message, tiny, sample_index, tmp_pat
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert re.match(message, err.strip()), err
+
+
+@pytest.mark.parametrize("corpus", ["another", "a-part"])
+def test_an_index_of_another_corpus_is_refused(corpus, tiny, sample_index, tmp_path, monkeypatch, capsys):
+    """Scores against an index of other documents mean nothing: one line naming both sides and the fix."""
+    root, _, config = tiny
+    if corpus == "another":
+        docs = [{"_id": f"d{i}", "title": "", "text": f"ocean tides and the moon, note {i}"} for i in range(5)]
+        data = write_beir(tmp_path / "other", queries={"q1": ("ocean tides", {"d1": 1})})
+        missing, extra = r"5 of its 5 documents are not in the index \(e.g. 'd0', 'd1', 'd2'\)", r"24 of the index's"
+    else:  # the index holds more than the dataset: it was built from another (larger) corpus
+        data = write_beir(tmp_path / "part")
+        docs = [json.loads(line) for line in (data / "corpus.jsonl").read_text().splitlines()][:20]
+        missing, extra = r"0 of its 20 documents are not in the index", r"4 of the index's 24 documents are not"
+    (data / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    code, out, err = run_script(monkeypatch, capsys, "--config", str(config), "--dataset", str(data),
+                                "--index", str(sample_index), "--stages", "bm25", "--quiet")
+    assert (code, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.match(rf"error: the index {re.escape(str(sample_index))} does not hold the corpus of "
+                    rf"{re.escape(str(data))}: {missing}.* and {extra}.*; evaluate with an index built from "
+                    rf"{re.escape(str(data / 'corpus.jsonl'))} \(scripts/evaluate.py builds one when --index is "
+                    r"left out\)$", err.strip()), err
