@@ -383,3 +383,11 @@ def test_trec_run_files_refuse_ids_with_whitespace(files, tmp_path, capsys):
         with pytest.raises(ValueError, match=re.escape(named)):
             result.write_runs(direct, tag=tag)
         assert not direct.exists()
+
+
+def test_the_library_still_refuses_what_the_option_types_catch_first(tmp_path):
+    # evaluate.py --max-queries 0 is now an argparse error; a caller of load_beir still gets one clear message.
+    from retrieval.evaluation import EvaluationError, load_beir
+
+    with pytest.raises(EvaluationError, match="max_queries must be a positive integer, got 0"):
+        load_beir(write_beir(tmp_path / "beir"), max_queries=0)

@@ -92,7 +92,6 @@ def test_unknown_qrels_ids_are_reported_not_fatal(tiny, sample_index, tmp_path, 
         ("not-beir", "error: .*is not a BEIR dataset folder: no corpus.jsonl"),
         ("empty-split", "error: .*the 'test' split has no judgments"),
         ("rerank", "error: stage 'rerank' is not available in this pipeline .*available: bm25, dense, hybrid"),
-        ("max-queries", "error: max_queries must be a positive integer, got 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(case, message, tiny, sample_index, tmp_path, monkeypatch, capsys):
@@ -107,8 +106,6 @@ def test_bad_input_is_one_line_exit_2(case, message, tiny, sample_index, tmp_pat
         args[3] = str(write_beir(tmp_path / "empty", queries={}))
     elif case == "rerank":
         args += ["--stages", "bm25,rerank"]
-    else:
-        args += ["--max-queries", "0"]
     code, out, err = run_script(monkeypatch, capsys, *args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
