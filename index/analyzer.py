@@ -111,6 +111,10 @@ class Analyzer:
         text = unicodedata.normalize("NFKC", text)
         if cfg.lowercase:
             text = text.lower()
+            if not text.isascii():
+                # lower() can leave marks out of canonical order ("İ̖" -> "i̖̇"): normalise again so a term
+                # analyzes to itself, at index and query time alike.
+                text = unicodedata.normalize("NFKC", text)
         pattern = _TOKEN if text.isascii() or not _MARK.search(text) else _TOKEN_WITH_MARKS
         tokens = [
             t[: cfg.max_token_length]

@@ -7,7 +7,7 @@ from unittest import mock
 
 import numpy as np
 import rank_bm25
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import index.analyzer as analyzer_module
@@ -56,6 +56,7 @@ def test_sliced_analysis_equals_whole_analysis(parts, slice_chars):
 
 @FAST
 @given(TEXT)
+@example("\u0130\u0316")  # lower() leaves the marks of "İ̖" out of canonical order
 def test_raw_terms_analyze_to_themselves(text):
     """Without stemming or stopwords, a term list analyzes to itself: queries and documents agree on terms."""
     analyzer = Analyzer(RAW)
