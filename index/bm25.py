@@ -182,23 +182,25 @@ class BM25Scorer:
         self._positive = bool(self.excess.size == 0 or self.excess.min() > 0)
         self._has_absent = bool(np.any(self.absent))
 
-    def _query_terms(self, tokens: Sequence[str]) -> tuple[list[int], list[int]]:
-        """Distinct indexed terms of a query in first-seen order, and how often each occurs.
+    def _query_terms(self, tokens: Sequence[str]) -> tuple[list[int], list[int] | None]:
+        """Distinct indexed terms of a query in first-seen order, and how often each occurs (None: once each,
+        the common case, which then costs nothing over a plain lookup).
 
         rank-bm25 adds a repeated term once per occurrence; weighting its postings by the count gives the same
         sum (within rounding) for the cost of one read. Only the first MAX_QUERY_TERMS distinct terms count.
         """
         get = self.stats.term_ids.get
         found = [i for i in map(get, tokens) if i is not None]
+        counts: list[int] | None = None
         if len(set(found)) == len(found):  # the common case, without a Counter's cost
-            ids, counts = found, [1] * len(found)
+            ids = found
         else:
             by_term = Counter(found)
             ids, counts = list(by_term), list(by_term.values())
         if len(ids) > MAX_QUERY_TERMS:
             logger.warning("BM25 query has %d distinct terms; scoring the first %d (index.bm25.MAX_QUERY_TERMS=%d)",
                            len(ids), MAX_QUERY_TERMS, MAX_QUERY_TERMS)
-            ids, counts = ids[:MAX_QUERY_TERMS], counts[:MAX_QUERY_TERMS]
+            ids, counts = ids[:MAX_QUERY_TERMS], counts and counts[:MAX_QUERY_TERMS]
         return ids, counts
 
     def scored_tokens(self, tokens: Sequence[str]) -> list[str]:
@@ -208,34 +210,49 @@ class BM25Scorer:
         kept = {self.stats.vocab[i] for i in ids}
         return [t for t in tokens if t in kept]
 
-    def _constant(self, ids: list[int], counts: list[int]) -> float:
+    def _constant(self, ids: list[int], counts: list[int] | None) -> float:
         """What every document gets regardless of its terms (bm25plus: delta * idf per query term; else 0)."""
-        return float((self.absent[ids] * counts).sum()) if self._has_absent and ids else 0.0
+        if not self._has_absent or not ids:
+            return 0.0
+        absent = self.absent[ids]
+        return float((absent if counts is None else absent * counts).sum())
 
     def _spans(self, ids: list[int]) -> list[tuple[int, int]]:
         """Where each term's postings lie in `stats.indices`."""
         ptr = self._indptr
         return [(ptr[t], ptr[t + 1]) for t in ids]
 
-    def _postings(self, spans: Sequence[tuple[int, int]], counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _postings(self, spans: Sequence[tuple[int, int]],
+                  counts: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """(document rows, weights) of these terms' postings in query-term order, each term's weights scaled by
         its count (only repeats are scaled: a query without them stays bit-identical to rank-bm25's sum)."""
         indices, excess = self.stats.indices, self.excess
         if len(spans) == 1:
-            (s, e), count = spans[0], counts[0]
+            (s, e), count = spans[0], 1 if counts is None else counts[0]
             return indices[s:e], excess[s:e] * count if count != 1 else excess[s:e]
-        return (np.concatenate([indices[s:e] for s, e in spans]),
-                np.concatenate([excess[s:e] * c if c != 1 else excess[s:e] for (s, e), c in zip(spans, counts)]))
+        if counts is None:
+            weights = [excess[s:e] for s, e in spans]
+        else:
+            weights = [excess[s:e] * c if c != 1 else excess[s:e] for (s, e), c in zip(spans, counts)]
+        return np.concatenate([indices[s:e] for s, e in spans]), np.concatenate(weights)
 
-    def _dense(self, spans: list[tuple[int, int]], counts: list[int], total: int,
+    def _dense(self, spans: list[tuple[int, int]], counts: list[int] | None, total: int,
                with_hits: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Summed weights per document (and, if asked, which documents hold a query term); `total`: how many
         postings the spans hold."""
         n = self.stats.num_docs
+        budget = max(n, PART_POSTINGS)
+        if total <= budget:  # nearly every query: one pass, no per-part bookkeeping on the hot path
+            docs, weights = self._postings(spans, counts)
+            acc = np.bincount(docs, weights=weights, minlength=n)
+            if not with_hits:
+                return acc, None
+            hits = np.zeros(n, dtype=bool)
+            hits[docs] = True
+            return acc, hits
         acc: np.ndarray | None = None
         hits = np.zeros(n, dtype=bool) if with_hits else None
-        budget = max(n, PART_POSTINGS)
-        for part in [(spans, counts)] if total <= budget else _parts(spans, counts, budget):
+        for part in _parts(spans, counts, budget):
             docs, weights = self._postings(*part)
             if acc is None:  # bincount adds in input order, term by term in query order, as rank-bm25's loop does
                 acc = np.bincount(docs, weights=weights, minlength=n)
@@ -255,7 +272,7 @@ class BM25Scorer:
         constant = self._constant(ids, counts)
         return scores + constant if constant else scores
 
-    def _candidates(self, ids: list[int], counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(self, ids: list[int], counts: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """Documents holding at least one query term and their summed weights (rows ascending)."""
         spans = self._spans(ids)
         if len(ids) == 1:  # one term's postings are already unique and sorted
@@ -299,16 +316,16 @@ class BM25Scorer:
         return [self.search(tokens, k) for tokens in queries]
 
 
-def _parts(spans: list[tuple[int, int]], counts: list[int],
-           budget: int) -> list[tuple[list[tuple[int, int]], list[int]]]:
+def _parts(spans: list[tuple[int, int]], counts: list[int] | None,
+           budget: int) -> list[tuple[list[tuple[int, int]], list[int] | None]]:
     """The query terms in order, cut into runs of at most `budget` postings (a longer posting list alone)."""
     parts, start, size = [], 0, 0
     for i, (s, e) in enumerate(spans):
         if i > start and size + e - s > budget:
-            parts.append((spans[start:i], counts[start:i]))
+            parts.append((spans[start:i], counts and counts[start:i]))
             start, size = i, 0
         size += e - s
-    parts.append((spans[start:], counts[start:]))
+    parts.append((spans[start:], counts and counts[start:]))
     return parts
 
 
