@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from index.extras import require
 from index.models import load_model, pick_device, pick_dtype, resolve_model
 from rerank.config import RerankConfig
 
@@ -130,6 +131,8 @@ class CrossEncoderReranker:
 
     def _load_onnx(self) -> Any:
         """Export (once, cached next to the model) and open the ONNX Runtime session; frees the torch weights."""
+        for module in ("onnx", "onnxruntime"):
+            require(module, "onnx", "rerank.backend: onnx")
         from rerank.onnx_backend import OnnxClassifier, ensure_exported
 
         sample = self.model.preprocess([("what is a query", "a passage that answers it")])

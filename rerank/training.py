@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from index.documents import Document
+from index.extras import require
 from index.models import load_model
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ def _dataset(examples: Sequence[Example], config: TrainingConfig):
 def train_cross_encoder(examples: Sequence[Example], base: str, output: str | Path,
                         config: TrainingConfig | None = None, init: Any | None = None):
     """Train from `base` (a CrossEncoder or a plain encoder body: a new 1-label head is added) and save."""
+    for module in ("datasets", "accelerate"):  # sentence-transformers' trainer needs both, and says so late
+        require(module, "train", "training a reranker")
     import torch
     from sentence_transformers.cross_encoder import (
         CrossEncoder,

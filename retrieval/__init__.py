@@ -1,8 +1,32 @@
-"""First-stage retrieval, fusion, the `SearchPipeline`, its config, and evaluation."""
+"""First-stage retrieval, fusion, the `SearchPipeline`, its config, and evaluation.
+
+Names are imported on first use (PEP 562): importing a light module of this package (its config, for one)
+never loads torch, faiss or transformers.
+"""
 
 from __future__ import annotations
 
-from retrieval.config import ConfigError, PipelineConfig, load_config
-from retrieval.pipeline import SearchPipeline, SearchResult, StageScore
+import importlib
+from typing import TYPE_CHECKING, Any
 
+_HOMES = {
+    "ConfigError": "retrieval.config",
+    "PipelineConfig": "retrieval.config",
+    "load_config": "retrieval.config",
+    "SearchPipeline": "retrieval.pipeline",
+    "SearchResult": "retrieval.pipeline",
+    "StageScore": "retrieval.pipeline",
+}
 __all__ = ["ConfigError", "PipelineConfig", "SearchPipeline", "SearchResult", "StageScore", "load_config"]
+
+if TYPE_CHECKING:
+    from retrieval.config import ConfigError, PipelineConfig, load_config
+    from retrieval.pipeline import SearchPipeline, SearchResult, StageScore
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

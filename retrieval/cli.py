@@ -16,13 +16,14 @@ import numpy as np
 from pydantic import ValidationError
 
 from index.documents import CorpusError
+from index.extras import MissingExtraError
 from index.manifest import IndexDirError
 from index.models import ModelNotAvailableError
 from retrieval.config import ConfigError
 
 # OSError covers missing files, permissions, a path under a regular file, a full disk: all the user's to fix.
-EXPECTED_ERRORS = (ConfigError, CorpusError, IndexDirError, ModelNotAvailableError, ValidationError, ValueError,
-                   TypeError, OSError)
+EXPECTED_ERRORS = (ConfigError, CorpusError, IndexDirError, ModelNotAvailableError, MissingExtraError,
+                   ValidationError, ValueError, TypeError, OSError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
