@@ -6,8 +6,9 @@ never loads torch, faiss or transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from index.lazy import lazy_exports
 
 _HOMES = {
     "BuildReport": "index.builder",
@@ -33,10 +34,4 @@ if TYPE_CHECKING:
     from index.manifest import IndexDirError
     from index.models import ModelNotAvailableError
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)
