@@ -96,21 +96,27 @@ def test_sigkill_at_every_phase_never_loses_the_index(tmp_path, setup):
         assert _answers(target, setup["config"]) == setup["new_answers"], phase
 
 
-def test_crash_between_the_two_renames_of_the_fallback_swap(tmp_path, setup, monkeypatch):
-    """Where renameat2 is missing the swap is two renames; a crash between them leaves no index at the target for
-    a moment. The previous index is then at .idx.old-*, and the next build puts it back before anything else."""
-    target = copy_index(setup["old"], tmp_path / "idx")
+def _interrupt_the_fallback_swap(monkeypatch):
+    """No renameat2, and Ctrl-C between the fallback swap's two renames; returns the real `os.rename`."""
     monkeypatch.setattr(builder, "_exchange", lambda a, b: False)
     real_rename = os.rename
     calls = []
 
-    def crash_on_second_rename(src, dst):
+    def interrupt_on_second_rename(src, dst):
         calls.append((src, dst))
         if len(calls) == 2:
-            raise KeyboardInterrupt("simulated crash")
+            raise KeyboardInterrupt
         real_rename(src, dst)
 
-    monkeypatch.setattr(builder.os, "rename", crash_on_second_rename)
+    monkeypatch.setattr(builder.os, "rename", interrupt_on_second_rename)
+    return real_rename
+
+
+def test_crash_between_the_two_renames_of_the_fallback_swap(tmp_path, setup, monkeypatch):
+    """Where renameat2 is missing the swap is two renames; a crash between them leaves no index at the target for
+    a moment. The previous index is then at .idx.old-*, and the next build puts it back before anything else."""
+    target = copy_index(setup["old"], tmp_path / "idx")
+    real_rename = _interrupt_the_fallback_swap(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         build_index(setup["new_corpus"], target, setup["build"], show_progress=False)
     monkeypatch.setattr(builder.os, "rename", real_rename)
@@ -194,17 +200,7 @@ def test_sigint_says_whether_the_new_index_is_in_place(tmp_path, bm25_setup):
 
 def test_interrupt_between_the_two_renames_says_where_the_previous_index_waits(tmp_path, bm25_setup, monkeypatch):
     target = copy_index(bm25_setup["old"], tmp_path / "idx")
-    monkeypatch.setattr(builder, "_exchange", lambda a, b: False)
-    real_rename = os.rename
-    calls = []
-
-    def interrupt_on_second_rename(src, dst):
-        calls.append((src, dst))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        real_rename(src, dst)
-
-    monkeypatch.setattr(builder.os, "rename", interrupt_on_second_rename)
+    _interrupt_the_fallback_swap(monkeypatch)
     with pytest.raises(KeyboardInterrupt) as err:
         build_index(bm25_setup["new_corpus"], target, bm25_only(), show_progress=False)
     (old,) = leftovers(target)
