@@ -19,7 +19,7 @@ _HOMES = {
     "Document": "index.documents",
     "read_corpus": "index.documents",
     "IndexDirError": "index.manifest",
-    "ModelNotAvailableError": "index.models",
+    "ModelNotAvailableError": "index.runtime.models",
 }
 __all__ = [
     "BuildConfig", "BuildReport", "CorpusError", "Document", "IndexDirError", "IndexDirectory",
@@ -32,6 +32,6 @@ if TYPE_CHECKING:
     from index.directory import IndexDirectory
     from index.documents import CorpusError, Document, read_corpus
     from index.manifest import IndexDirError
-    from index.models import ModelNotAvailableError
+    from index.runtime.models import ModelNotAvailableError
 
 __getattr__ = lazy_exports(__name__, _HOMES)

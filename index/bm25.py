@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import math
-from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,19 +25,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.config import BM25Config
+from index.postings import Postings
 
 STATS_FILE = "bm25.npz"
 VOCAB_FILE = "bm25_vocab.json"
-# A multi-term query whose postings number at least 1/DENSE_FRACTION_INV of the documents is summed in a dense
-# per-document array (np.bincount); rarer queries sort their postings instead (no array of every document).
-DENSE_FRACTION_INV = 8
 # A query scores at most this many distinct indexed terms (the first, in query order; one warning when more), so
 # its work is bounded: at most MAX_QUERY_TERMS posting lists, each read once however often its term repeats, and
 # memory beyond one per-document accumulator bounded by the longest posting list. (Lucene's default clause limit.)
 MAX_QUERY_TERMS = 1024
-# The dense accumulator sums a long query's postings in parts of at most this many (or one corpus' worth, if more):
-# 12 bytes each, so a query holds at most ~12 MiB of postings at once however many terms it has.
-PART_POSTINGS = 1 << 20
 
 logger = logging.getLogger(__name__)
 
@@ -176,11 +170,13 @@ class BM25Scorer:
         # bm25plus gives every document a constant for each query term it lacks; store only the excess
         # over that constant so only postings are touched at query time, and add the constants back per query.
         self.excess = weight - self.absent[term_of_posting]
-        # Query-time helpers: Python ints for slicing postings, and whether every posting weight is > 0 (then a
-        # positive accumulated score means "holds a query term").
-        self._indptr = array("q", np.ascontiguousarray(stats.indptr, dtype=np.int64).tobytes())
-        self._positive = bool(self.excess.size == 0 or self.excess.min() > 0)
+        self.postings = Postings(stats.indptr, stats.indices, self.excess, n_docs)
         self._has_absent = bool(np.any(self.absent))
+
+    @property
+    def _positive(self) -> bool:
+        """Whether every posting weight is > 0 (then a positive score means "holds a query term")."""
+        return self.postings.positive
 
     def _query_terms(self, tokens: Sequence[str]) -> tuple[list[int], list[int] | None]:
         """Distinct indexed terms of a query in first-seen order, and how often each occurs (None: once each,
@@ -217,95 +213,17 @@ class BM25Scorer:
         absent = self.absent[ids]
         return float((absent if counts is None else absent * counts).sum())
 
-    def _spans(self, ids: list[int]) -> list[tuple[int, int]]:
-        """Where each term's postings lie in `stats.indices`."""
-        ptr = self._indptr
-        return [(ptr[t], ptr[t + 1]) for t in ids]
-
-    def _postings(self, spans: Sequence[tuple[int, int]],
-                  counts: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
-        """(document rows, weights) of these terms' postings in query-term order, each term's weights scaled by
-        its count (only repeats are scaled: a query without them stays bit-identical to rank-bm25's sum)."""
-        indices, excess = self.stats.indices, self.excess
-        if len(spans) == 1:
-            (s, e), count = spans[0], 1 if counts is None else counts[0]
-            return indices[s:e], excess[s:e] * count if count != 1 else excess[s:e]
-        if counts is None:
-            weights = [excess[s:e] for s, e in spans]
-        else:
-            weights = [excess[s:e] * c if c != 1 else excess[s:e] for (s, e), c in zip(spans, counts)]
-        return np.concatenate([indices[s:e] for s, e in spans]), np.concatenate(weights)
-
-    def _dense(self, spans: list[tuple[int, int]], counts: list[int] | None, total: int,
-               with_hits: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Summed weights per document (and, if asked, which documents hold a query term); `total`: how many
-        postings the spans hold."""
-        n = self.stats.num_docs
-        budget = max(n, PART_POSTINGS)
-        if total <= budget:  # nearly every query: one pass, no per-part bookkeeping on the hot path
-            docs, weights = self._postings(spans, counts)
-            acc = np.bincount(docs, weights=weights, minlength=n)
-            if not with_hits:
-                return acc, None
-            hits = np.zeros(n, dtype=bool)
-            hits[docs] = True
-            return acc, hits
-        acc: np.ndarray | None = None
-        hits = np.zeros(n, dtype=bool) if with_hits else None
-        for part in _parts(spans, counts, budget):
-            docs, weights = self._postings(*part)
-            if acc is None:  # bincount adds in input order, term by term in query order, as rank-bm25's loop does
-                acc = np.bincount(docs, weights=weights, minlength=n)
-            else:  # ufunc.at continues in that same order, so splitting the postings changes no bit
-                np.add.at(acc, docs, weights)
-            if hits is not None:
-                hits[docs] = True
-        return (np.zeros(n) if acc is None else acc), hits
-
     def get_scores(self, tokens: Sequence[str]) -> np.ndarray:
         """Scores for every document (what `rank_bm25`'s `get_scores` returns)."""
         ids, counts = self._query_terms(tokens)
-        if not ids:
-            return np.zeros(self.stats.num_docs)
-        spans = self._spans(ids)
-        scores, _ = self._dense(spans, counts, sum(e - s for s, e in spans), with_hits=False)
+        scores = self.postings.scores(ids, counts)
         constant = self._constant(ids, counts)
         return scores + constant if constant else scores
-
-    def _candidates(self, ids: list[int], counts: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
-        """Documents holding at least one query term and their summed weights (rows ascending)."""
-        spans = self._spans(ids)
-        if len(ids) == 1:  # one term's postings are already unique and sorted
-            docs, vals = self._postings(spans, counts)
-            return docs.astype(np.int64), vals
-        n = self.stats.num_docs
-        total = sum(e - s for s, e in spans)
-        if total * DENSE_FRACTION_INV >= n:
-            # Many postings: a dense per-document accumulator is cheaper than sorting them.
-            acc, hits = self._dense(spans, counts, total, with_hits=not self._positive)
-            cand = np.flatnonzero(acc > 0) if hits is None else np.flatnonzero(hits)
-            return cand, acc[cand]
-        # Few postings (rare terms, large corpus; fewer than n / DENSE_FRACTION_INV in all): sort them, never
-        # touch an array of every document.
-        docs, vals = self._postings(spans, counts)
-        order = np.argsort(docs, kind="stable")
-        sorted_docs = docs[order]
-        first = np.empty(len(docs), dtype=bool)
-        first[0] = True
-        np.not_equal(sorted_docs[1:], sorted_docs[:-1], out=first[1:])
-        inverse = np.empty(len(docs), dtype=np.intp)
-        inverse[order] = np.cumsum(first) - 1
-        cand = sorted_docs[first].astype(np.int64)
-        return cand, np.bincount(inverse, weights=vals, minlength=len(cand))
 
     def search(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k document rows and scores among documents that contain a query term (ties: lower row first)."""
         ids, counts = self._query_terms(tokens)
-        if not ids or k < 1:
-            return np.empty(0, dtype=np.int64), np.empty(0)
-        cand, scores = self._candidates(ids, counts)
-        constant = self._constant(ids, counts)
-        return _top_k(cand, scores + constant if constant else scores, k)
+        return self.postings.search(ids, counts, k, self._constant(ids, counts))
 
     def search_batch(self, queries: Sequence[Sequence[str]], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Many queries; the same results as `search` for each, bit for bit.
@@ -315,35 +233,3 @@ class BM25Scorer:
         """
         return [self.search(tokens, k) for tokens in queries]
 
-
-def _parts(spans: list[tuple[int, int]], counts: list[int] | None,
-           budget: int) -> list[tuple[list[tuple[int, int]], list[int] | None]]:
-    """The query terms in order, cut into runs of at most `budget` postings (a longer posting list alone)."""
-    parts, start, size = [], 0, 0
-    for i, (s, e) in enumerate(spans):
-        if i > start and size + e - s > budget:
-            parts.append((spans[start:i], counts and counts[start:i]))
-            start, size = i, 0
-        size += e - s
-    parts.append((spans[start:], counts and counts[start:]))
-    return parts
-
-
-def _top_k(cand: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best (score descending, row ascending on ties)."""
-    n = len(scores)
-    if n > k:
-        size = max(4 * k, math.isqrt(n * k))
-        if n >= 8 * size:
-            # The k-th best of a strided sample is a lower bound on the k-th best overall: a cheap first cut.
-            sample = scores[:: n // size]
-            low = np.partition(sample, len(sample) - k)[len(sample) - k]
-            keep = np.flatnonzero(scores >= low)
-            cand, scores, n = cand[keep], scores[keep], len(keep)
-        if n > k:
-            # Keep every candidate tied with the k-th score so the tie-break below is deterministic.
-            kth = np.partition(scores, n - k)[n - k]
-            keep = np.flatnonzero(scores >= kth)
-            cand, scores = cand[keep], scores[keep]
-    order = np.lexsort((cand, -scores))[:k]
-    return cand[order], scores[order]

@@ -26,16 +26,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from index.analyzer import Analyzer
-from index.bm25 import STATS_FILE, VOCAB_FILE, BM25Stats
 from index.chunking import chunk_document
+from index.components import Component, all_files, component_class
 from index.config import BuildConfig
-from index.dense import CHARS_PER_TOKEN_CAP, EMBEDDINGS_FILE, FAISS_FILE, Encoder, build_faiss, save_faiss
-from index.documents import ReadStats, read_corpus
+from index.documents import ReadStats, model_text, read_corpus
 from index.manifest import MANIFEST_FILE, IndexDirError, write_manifest
 from index.store import STORE_FILE, StoreWriter
 
@@ -44,7 +42,7 @@ logger = logging.getLogger(__name__)
 LIBRARY_VERSION = "0.1.0"
 _RENAME_EXCHANGE = 2
 # Every name a build writes; what a rebuild may replace when the previous manifest is too damaged to list its files.
-_BUILD_FILES = frozenset({MANIFEST_FILE, STORE_FILE, STATS_FILE, VOCAB_FILE, EMBEDDINGS_FILE, FAISS_FILE})
+_BUILD_FILES = frozenset({MANIFEST_FILE, STORE_FILE, *all_files()})
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _SQLITE_FULL = 13  # sqlite3.SQLITE_FULL (named in the module only from Python 3.11)
 
@@ -270,14 +268,25 @@ def _interrupted(target: Path, tmp: Path, new_build: os.stat_result | None) -> s
 
 
 def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | None = None,
-                encoder: Encoder | None = None, show_progress: bool = True) -> BuildReport:
-    """Read `corpus`, build every enabled component, and put the index at `output` atomically."""
+                encoder: Any | None = None, show_progress: bool = True,
+                models: dict[str, Any] | None = None) -> BuildReport:
+    """Read `corpus`, build every enabled component, and put the index at `output` atomically.
+
+    Parameters:
+        corpus: a corpus file or folder in any format `index.documents.read_corpus` reads.
+        output: the index directory (replaced as a whole, atomically, when it holds a previous index).
+        config: what to build (`BuildConfig`; a pipeline config's `build_config()`).
+        encoder: an already loaded bi-encoder to build the dense component with (else loaded from the config).
+        models: already loaded models by retriever name (`{"dense": encoder}` is what `encoder` sets).
+        show_progress: progress bars for reading and encoding.
+    """
     config = config or BuildConfig()
     given = Path(output).expanduser().absolute()
     target = _resolve_output(given)
     _check_target(target, Path(corpus))
-    if not config.bm25.enabled and not config.dense.enabled:
-        raise ValueError("both bm25 and dense are disabled; enable at least one first-stage retriever")
+    if not config.retrievers():
+        raise ValueError("every first-stage retriever is disabled; enable at least one")
+    models = {**(models or {}), **({"dense": encoder} if encoder is not None else {})}
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(target)
     start = time.perf_counter()
@@ -286,7 +295,7 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
     try:
         tmp.mkdir()
         new_build = tmp.stat()
-        report = _build_into(Path(corpus), tmp, config, encoder, show_progress)
+        report = _build_into(Path(corpus), tmp, config, models, show_progress)
         _refuse_foreign_entries(target)  # again: something saved into the index while the build ran
         previous = _swap_into_place(tmp, target)
         _test_pause("swapped")
@@ -306,25 +315,21 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
     return report
 
 
-def _build_into(corpus: Path, tmp: Path, config: BuildConfig, encoder: Encoder | None,
+def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, Any],
                 show_progress: bool) -> BuildReport:
     stats = ReadStats()
-    analyzer = Analyzer(config.bm25.analyzer)
     writer = StoreWriter(tmp, chunked=config.chunking is not None)
-    tokens: list[list[str]] = []
-    terms: dict[str, str] = {}  # one string object per distinct term keeps the token lists small
-    dense_texts: list[str] = []
+    components: list[Component] = [component_class(name)(name, cfg, models.get(name))
+                                   for name, cfg in config.retrievers().items()]
     docs = read_corpus(corpus, config.corpus, stats)
     try:
         for doc in tqdm(docs, desc="reading", unit="doc", disable=not show_progress):
             passages = list(chunk_document(doc, config.chunking))
             writer.add(doc, passages)
             for p in passages:
-                joined = f"{p.title}\n{p.text}" if p.title else p.text
-                if config.bm25.enabled:
-                    tokens.append([terms.setdefault(t, t) for t in analyzer.tokenize(joined)])
-                if config.dense.enabled:
-                    dense_texts.append(joined[: 512 * CHARS_PER_TOKEN_CAP])
+                text = model_text(p.title, p.text)
+                for component in components:
+                    component.add(text)
         files = [writer.close()]
     except BaseException:
         # An open handle would keep the deleted store's space in use, and a full disk full.
@@ -339,22 +344,16 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, encoder: Encoder |
         "counts": {"documents": stats.documents, "passages": writer.rows, "skipped_empty": stats.skipped_empty},
         "components": [],
     }
-    if config.bm25.enabled:
-        bm25 = BM25Stats.build(tokens)
-        files += bm25.save(tmp)
-        manifest["components"].append("bm25")
-        manifest["counts"]["vocabulary"] = len(bm25.vocab)
-        del tokens, terms
-        _test_pause("bm25")
-    if config.dense.enabled:
-        encoder = encoder or Encoder(config.dense.model, config.dense)
-        emb = encoder.encode_documents(dense_texts, show_progress=show_progress)
-        np.save(tmp / EMBEDDINGS_FILE, emb, allow_pickle=False)
-        files += [EMBEDDINGS_FILE, save_faiss(build_faiss(emb, config.dense.faiss), tmp)]
-        manifest["components"].append("dense")
-        manifest["models"] = {"dense": config.dense.model}
-        manifest["embedding_dim"] = int(emb.shape[1])
-        _test_pause("dense")
+    for component in components:
+        info = component.finish(tmp, show_progress)
+        files += list(type(component).FILES)
+        manifest["components"].append(component.name)
+        for key, value in info.items():
+            if isinstance(value, dict):
+                manifest.setdefault(key, {}).update(value)
+            else:
+                manifest[key] = value
+        _test_pause(component.name)
     write_manifest(tmp, manifest, files)
     _test_pause("manifest")
     return BuildReport(tmp, stats.documents, writer.rows, stats.skipped_empty, 0.0, 0)

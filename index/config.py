@@ -6,6 +6,7 @@ import types
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 def _flat_types(annotation: Any) -> set[Any]:
@@ -38,8 +39,36 @@ class AnalyzerConfig(StrictModel):
     max_token_length: int = Field(64, ge=1)
 
 
-class BM25Config(StrictModel):
+class RetrieverConfig(StrictModel):
+    """What every first-stage retriever's settings have. A subclass names the code that serves it, so the
+    builder, the index loader and the pipeline find every retriever the same way (see docs/architecture.md)."""
+
     enabled: bool = True
+    top_k: int = Field(100, ge=1)
+
+    # "module:Class" of the index component it builds and loads (`index.components.Component`), and of the
+    # retriever that searches it (`retrieval.retrievers.Retriever`).
+    COMPONENT: ClassVar[str]
+    RETRIEVER: ClassVar[str]
+    # Settings read only at query time: an index built with other values of these is the same index.
+    QUERY_TIME: ClassVar[tuple[str, ...]] = ("top_k",)
+
+    def index_settings(self) -> dict[str, Any]:
+        """The settings that decide what the index holds, as JSON (`{"enabled": false}` when disabled)."""
+        if not self.enabled:
+            return {"enabled": False}
+        out = self.model_dump(mode="json")
+        for key in self.QUERY_TIME:
+            out.pop(key, None)
+        return out
+
+
+class BM25Config(RetrieverConfig):
+    COMPONENT: ClassVar[str] = "index.components:BM25Component"
+    RETRIEVER: ClassVar[str] = "retrieval.retrievers:BM25Retriever"
+    # BM25 stores raw counts, so its formula is chosen at query time.
+    QUERY_TIME: ClassVar[tuple[str, ...]] = ("variant", "backend", "k1", "b", "delta", "epsilon", "top_k")
+
     variant: Literal["okapi", "bm25l", "bm25plus", "lucene"] = "okapi"
     backend: Literal["sparse", "rank_bm25"] = "sparse"
     k1: float = Field(1.5, ge=0)
@@ -47,7 +76,6 @@ class BM25Config(StrictModel):
     delta: float | None = Field(None, ge=0, description="bm25l default 0.5, bm25plus default 1.0")
     epsilon: float = Field(0.25, ge=0, description="okapi: negative idf is floored to epsilon * mean idf")
     analyzer: AnalyzerConfig = AnalyzerConfig()
-    top_k: int = Field(100, ge=1)
 
     def resolved_delta(self) -> float:
         if self.delta is not None:
@@ -69,8 +97,13 @@ class FaissConfig(StrictModel):
                                                           "ivf": ("nlist",), "sq8": ()}
 
 
-class DenseConfig(StrictModel):
-    enabled: bool = True
+class DenseConfig(RetrieverConfig):
+    COMPONENT: ClassVar[str] = "index.components:DenseComponent"
+    RETRIEVER: ClassVar[str] = "retrieval.retrievers:DenseRetriever"
+    # Backend and precision run the same model, whose document vectors serve queries encoded either way.
+    QUERY_TIME: ClassVar[tuple[str, ...]] = ("batch_size", "device", "backend", "precision", "query_prefix",
+                                             "trust_remote_code", "top_k")
+
     model: str = "bundled:all-MiniLM-L6-v2"
     faiss: FaissConfig = FaissConfig()
     batch_size: int = Field(32, ge=1)
@@ -87,7 +120,15 @@ class DenseConfig(StrictModel):
         "the user cache) and run on the CPU; pooling and normalization stay sentence-transformers' own modules",
     )
     trust_remote_code: bool = False
-    top_k: int = Field(100, ge=1)
+
+    def index_settings(self) -> dict[str, Any]:
+        # Of `faiss`, only the type and its BUILD_PARAMS decide what is built; ef_search, nprobe, rescore do not.
+        out = super().index_settings()
+        faiss = out.get("faiss")
+        if faiss is not None:
+            kept = {"type", *FaissConfig.BUILD_PARAMS[faiss["type"]]}
+            out["faiss"] = {k: v for k, v in faiss.items() if k in kept}
+        return out
 
 
 class ChunkingConfig(StrictModel):
@@ -131,28 +172,43 @@ class BuildConfig(StrictModel):
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
 
-    # The one list of settings read only at query time: an index built with other values of these is the same
-    # index, so a pipeline may set them freely and the evaluation cache ignores them. Every other setting decides
-    # what the index holds. (BM25 stores raw counts, so its formula is chosen at query time; dense backend and
-    # precision run the same model, whose document vectors serve queries encoded either way.) Of `dense.faiss`,
-    # only the type and its `FaissConfig.BUILD_PARAMS` decide what is built; ef_search, nprobe, rescore do not.
-    QUERY_TIME: ClassVar[dict[str, tuple[str, ...]]] = {
-        "bm25": ("variant", "backend", "k1", "b", "delta", "epsilon", "top_k"),
-        "dense": ("batch_size", "device", "backend", "precision", "query_prefix", "trust_remote_code", "top_k"),
-    }
+    def retrievers(self) -> dict[str, RetrieverConfig]:
+        """The enabled first-stage retrievers, by name, in the order they are declared."""
+        return enabled_retrievers(self)
 
     def index_settings(self) -> dict[str, Any]:
-        """The settings that decide what the index holds, as JSON: no query-time keys, a disabled stage as
-        `{"enabled": false}`, and only the FAISS build parameters its index type reads."""
-        out = self.model_dump(mode="json")
-        for stage in ("bm25", "dense"):
-            if not out[stage]["enabled"]:
-                out[stage] = {"enabled": False}
-        for stage, keys in self.QUERY_TIME.items():
-            for key in keys:
-                out[stage].pop(key, None)
-        faiss = out["dense"].get("faiss")
-        if faiss is not None:
-            kept = {"type", *FaissConfig.BUILD_PARAMS[faiss["type"]]}
-            out["dense"]["faiss"] = {k: v for k, v in faiss.items() if k in kept}
+        """The settings that decide what the index holds, as JSON: no query-time keys (each retriever's
+        `QUERY_TIME`), a disabled or absent retriever as `{"enabled": false}`."""
+        out = self.model_dump(mode="json", exclude=set(RETRIEVERS))
+        for name in RETRIEVERS:
+            value = getattr(self, name)
+            out[name] = value.index_settings() if value is not None else {"enabled": False}
         return out
+
+
+def retriever_type(annotation: Any) -> type[RetrieverConfig] | None:
+    return next((a for a in _flat_types(annotation) if isinstance(a, type) and issubclass(a, RetrieverConfig)), None)
+
+
+# The first-stage retrievers, by config key, in declaration order: a new one is a new `RetrieverConfig` field of
+# `BuildConfig` (and of the pipeline's `first_stage`), nothing else here.
+RETRIEVERS: tuple[str, ...] = tuple(name for name, f in BuildConfig.model_fields.items()
+                                    if retriever_type(f.annotation))
+
+
+def enabled_retrievers(section: BaseModel) -> dict[str, RetrieverConfig]:
+    """The enabled retrievers of a config section holding retriever fields (`BuildConfig`, `first_stage`)."""
+    out = {}
+    for name in RETRIEVERS:
+        value = getattr(section, name, None)
+        if value is not None and value.enabled:
+            out[name] = value
+    return out
+
+
+def retriever_name(value: str) -> str:
+    """A key that must name a first-stage retriever (fusion weights, index components)."""
+    if value not in RETRIEVERS:
+        raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                  {"expected": " or ".join(repr(n) for n in RETRIEVERS)})
+    return value

@@ -9,8 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -21,34 +19,29 @@ import numpy as np
 import torch
 
 from index.config import DenseConfig, FaissConfig
-from index.models import load_model, pick_device, pick_dtype, resolve_model
-
-logger = logging.getLogger(__name__)
+from index.runtime.device import apply_precision, autocast, char_cap, placement
+from index.runtime.models import load_model, resolve_model
 
 FAISS_FILE = "faiss.index"
 EMBEDDINGS_FILE = "embeddings.npy"
-# The encoder truncates at its token limit anyway; cutting characters first keeps a 20 MB document from
-# being tokenized whole.
-CHARS_PER_TOKEN_CAP = 12
 
 
 class Encoder:
-    """A sentence-transformers bi-encoder with the project's device/precision rules."""
+    """A sentence-transformers bi-encoder run by `index.runtime`'s device/precision rules (torch), or with its
+    transformer converted to OpenVINO (backend openvino)."""
 
     def __init__(self, model: str = "bundled:all-MiniLM-L6-v2", config: DenseConfig | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.config = config or DenseConfig(model=model)
         self.name = model
-        self.device = pick_device(self.config.device)
-        self.dtype = pick_dtype(self.config.precision, self.device)
+        self.backend = self.config.backend
+        self.device, self.dtype = placement(self.config.device, self.config.precision, self.backend)
         kwargs = {"device": self.device, "trust_remote_code": self.config.trust_remote_code}
-        self.model = load_model(model, "bi-encoder", SentenceTransformer, **kwargs)
-        if self.dtype == torch.float16 and self.device != "cpu":
-            self.model.half()
+        self.model = apply_precision(load_model(model, "bi-encoder", SentenceTransformer, **kwargs), self.device,
+                                     self.dtype)
         if self.config.max_length:
             self.model.max_seq_length = self.config.max_length
-        self.backend = self.config.backend
         self._ov = None
         if self.backend == "openvino":
             self._ov = self._load_openvino(model)
@@ -59,11 +52,8 @@ class Encoder:
 
     def _load_openvino(self, model: str):
         """Convert the first module's transformer once (cached); the pooling/normalize modules stay in torch."""
-        from index.openvino_runtime import OpenVinoModel, ensure_converted, resolve_precision
+        from index.runtime.openvino import OpenVinoModel, ensure_converted, resolve_precision
 
-        if self.device != "cpu":
-            logger.info("the openvino backend runs on the CPU (device %s is not used)", self.device)
-        self.device, self.dtype = "cpu", torch.float32
         transformer = getattr(self.model[0], "auto_model", None)
         if transformer is None:
             raise ValueError(f"dense.backend openvino: the first module of {model} is not a Hugging Face "
@@ -95,12 +85,7 @@ class Encoder:
 
     @property
     def max_chars(self) -> int:
-        return int(self.model.max_seq_length or 512) * CHARS_PER_TOKEN_CAP
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.bfloat16:
-            return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return char_cap(self.model.max_seq_length)
 
     def encode(self, texts: Sequence[str], *, prefix: str = "", show_progress: bool = False) -> np.ndarray:
         cap = self.max_chars
@@ -108,7 +93,7 @@ class Encoder:
         if self._ov is not None:
             with self._lock, torch.inference_mode():
                 return self._encode_openvino(texts, show_progress)
-        with self._lock, torch.inference_mode(), self._autocast():
+        with self._lock, torch.inference_mode(), autocast(self.device, self.dtype):
             emb = self.model.encode(texts, batch_size=self.config.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=show_progress)
         return np.ascontiguousarray(emb, dtype=np.float32).reshape(len(texts), self.dim)

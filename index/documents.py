@@ -42,6 +42,17 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def model_text(title: str, text: str) -> str:
+    """The one text every model reads for a document or passage (BM25's analyzer, the bi-encoder, the sparse
+    encoder, the cross-encoder, training): title and text joined by a space, or the text alone.
+
+    Example:
+        >>> model_text("Tides", "The moon pulls the sea.")
+        'Tides The moon pulls the sea.'
+    """
+    return f"{title} {text}".strip() if title else text
+
+
 @dataclass
 class ReadStats:
     documents: int = 0

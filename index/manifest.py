@@ -17,9 +17,11 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+
+from index.config import retriever_name
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Manifest(BaseModel):
 
     format_version: Annotated[StrictInt, Field(ge=1, le=FORMAT_VERSION)]
     files: dict[Annotated[str, AfterValidator(_plain_file_name)], FileEntry]
-    components: list[Literal["bm25", "dense"]]
+    components: list[Annotated[str, AfterValidator(retriever_name)]]
     config: dict[str, Any]
     embedding_dim: Annotated[StrictInt, Field(ge=1)] | None = None
 

@@ -1,4 +1,5 @@
-"""The second stage: cross-encoder reranking, fine-tuning, and the project's bundled reranker.
+"""The second stage: cross-encoder reranking and fine-tuning (the bundled reranker's files live with the model
+runtime, in `index/runtime/bundled/`).
 
 Names are imported on first use (PEP 562): importing a light module of this package (its config, for one)
 never loads torch, faiss or transformers.

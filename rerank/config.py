@@ -27,7 +27,7 @@ class RerankConfig(StrictModel):
     )
     backend: Literal["torch", "onnx", "openvino", "auto"] = Field(
         "torch", description="onnx: an exported, fused (and by default int8) graph run by ONNX Runtime on CPU, "
-        "exported once and cached next to the model (see rerank/onnx_backend.py); openvino: the model converted "
+        "exported once and cached next to the model (see index/runtime/onnx.py); openvino: the model converted "
         "once to OpenVINO IR and run by its CPU plugin (precision auto = bf16 where the CPU has it); auto: torch "
         "on a GPU, openvino on the CPU",
     )

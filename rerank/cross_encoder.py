@@ -1,5 +1,6 @@
-"""`CrossEncoderReranker`: sentence-transformers' CrossEncoder with device/precision rules, token-length-sorted
-batches, counted truncation, activation and label choice, and MaxP over a document's passages.
+"""`CrossEncoderReranker`: sentence-transformers' CrossEncoder run by `index.runtime` (device/precision rules, the
+onnx and openvino backends), with token-length-sorted batches, counted truncation, activation and label choice,
+and MaxP over a document's passages.
 
 Example:
     >>> from rerank.cross_encoder import CrossEncoderReranker
@@ -10,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,14 +20,11 @@ import numpy as np
 import torch
 
 from index.extras import require
-from index.models import load_model, pick_device, pick_dtype, resolve_model
+from index.runtime.device import apply_precision, autocast, char_cap, pick_device, placement
+from index.runtime.models import load_model, resolve_model
 from rerank.config import RerankConfig
 
 logger = logging.getLogger(__name__)
-
-# Pairs are cut to this many characters per allowed token before tokenizing, so a huge document costs no more
-# than one that just fills the window.
-CHARS_PER_TOKEN_CAP = 12
 
 
 class CrossEncoderReranker:
@@ -45,33 +42,27 @@ class CrossEncoderReranker:
         self.config = config
         self.device = pick_device(config.device)
         self.backend = self._pick_backend(config.backend)
-        self.dtype = pick_dtype(config.precision, self.device)
+        if self.backend == "onnx" and config.precision in ("fp16", "bf16"):
+            raise ValueError(f"precision {config.precision} is for the torch and openvino backends; the onnx "
+                             "backend runs int8 or fp32 (set rerank.quantization: int8, int8_partial or none)")
+        if self.backend == "openvino" and "quantization" in config.model_fields_set and config.quantization != "none":
+            raise ValueError(f"quantization {config.quantization} is for the onnx backend; the openvino backend "
+                             "runs fp32 or bf16 (set rerank.precision, or use backend: onnx for int8)")
+        self.device, self.dtype = placement(self.device, config.precision, self.backend)
         self.precision = config.precision
-        if self.backend in ("onnx", "openvino"):
-            if self.backend == "onnx" and config.precision in ("fp16", "bf16"):
-                raise ValueError(f"precision {config.precision} is for the torch and openvino backends; the onnx "
-                                 "backend runs int8 or fp32 (set rerank.quantization: int8, int8_partial or none)")
-            if self.backend == "openvino" and "quantization" in config.model_fields_set \
-                    and config.quantization != "none":
-                raise ValueError(f"quantization {config.quantization} is for the onnx backend; the openvino backend "
-                                 "runs fp32 or bf16 (set rerank.precision, or use backend: onnx for int8)")
-            if self.device != "cpu":
-                logger.info("the %s backend runs on the CPU (device %s is not used)", self.backend, self.device)
-            self.device, self.dtype = "cpu", torch.float32
-            if self.backend == "openvino":
-                from index.openvino_runtime import resolve_precision
+        if self.backend == "openvino":
+            from index.runtime.openvino import resolve_precision
 
-                self.precision = resolve_precision(config.precision)
-        else:
+            self.precision = resolve_precision(config.precision)
+        elif self.backend == "torch":
             self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
             if config.num_threads:
                 torch.set_num_threads(config.num_threads)
         kwargs: dict[str, Any] = {"device": self.device, "trust_remote_code": config.trust_remote_code}
         if config.max_length:
             kwargs["max_length"] = config.max_length
-        self.model = load_model(config.model, "cross-encoder", CrossEncoder, **kwargs)
-        if self.dtype == torch.float16 and self.device != "cpu":
-            self.model.half()
+        self.model = apply_precision(load_model(config.model, "cross-encoder", CrossEncoder, **kwargs), self.device,
+                                     self.dtype)
         self._onnx: Any = None  # an exported-graph runner (ONNX Runtime or OpenVINO), when not torch
         if self.backend == "onnx":
             self._onnx = self._load_onnx()
@@ -112,7 +103,7 @@ class CrossEncoderReranker:
             return backend
         if self.device != "cpu":
             return "torch"
-        from index.openvino_runtime import available
+        from index.runtime.openvino import available
 
         if available():
             return "openvino"
@@ -121,7 +112,7 @@ class CrossEncoderReranker:
 
     def _load_openvino(self) -> Any:
         """Convert (once, cached next to the model) and compile the OpenVINO model; frees the torch weights."""
-        from index.openvino_runtime import OpenVinoModel, ensure_converted
+        from index.runtime.openvino import OpenVinoModel, ensure_converted
 
         sample = self.model.preprocess([("what is a query", "a passage that answers it")])
         path = ensure_converted(self.model.transformers_model, resolve_model(self.config.model), sample)
@@ -133,7 +124,7 @@ class CrossEncoderReranker:
         """Export (once, cached next to the model) and open the ONNX Runtime session; frees the torch weights."""
         for module in ("onnx", "onnxruntime"):
             require(module, "onnx", "rerank.backend: onnx")
-        from rerank.onnx_backend import OnnxClassifier, ensure_exported
+        from index.runtime.onnx import OnnxClassifier, ensure_exported
 
         sample = self.model.preprocess([("what is a query", "a passage that answers it")])
         path = ensure_exported(self.model.transformers_model, resolve_model(self.config.model), sample,
@@ -154,11 +145,6 @@ class CrossEncoderReranker:
             scores = scores.squeeze(-1)
         return scores.numpy().astype(np.float32, copy=False)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.bfloat16:
-            return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def token_lengths(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         # A fast tokenizer's truncation/padding settings are shared state that each call resets: one at a time,
         # or a thread scoring a batch finds truncation switched off under it.
@@ -173,7 +159,7 @@ class CrossEncoderReranker:
         """Scores in input order. Batches are formed from pairs sorted by token length (less padding)."""
         if len(pairs) == 0:
             return np.empty(0, dtype=np.float32)
-        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        cap = char_cap(self.max_length)
         pairs = [(str(q)[:cap], str(p)[:cap]) for q, p in pairs]
         lengths = self.token_lengths(pairs)
         truncated = int((lengths > self.max_length).sum())
@@ -192,7 +178,7 @@ class CrossEncoderReranker:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="reranking", unit="batch")
-        with self._lock, torch.inference_mode(), self._autocast():
+        with self._lock, torch.inference_mode(), autocast(self.device, self.dtype):
             for start in starts:
                 idx = order[start : start + bs]
                 out = self._score_batch([pairs[i] for i in idx], kwargs)

@@ -27,7 +27,7 @@ import numpy as np
 
 from index.documents import Document
 from index.extras import require
-from index.models import load_model
+from index.runtime.models import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -210,46 +210,6 @@ def save_fp16(model, output: str | Path) -> None:
             import shutil
 
             shutil.rmtree(leftover)
-
-
-def rerank_runs(score: Callable[[list[tuple[str, str]]], np.ndarray], queries: Mapping[str, str],
-                candidates: Mapping[str, Sequence[tuple[str, float]]], doc_text: Callable[[str], str], top_n: int,
-                weights: Sequence[float]) -> dict[float, dict[str, dict[str, float]]]:
-    """Runs for each interpolation weight w (of the min-max normalized first-stage score; 0 = reranker alone)."""
-    qids = sorted(queries)
-    pairs, spans = [], []
-    for q in qids:
-        start = len(pairs)
-        pairs += [(queries[q], doc_text(d)) for d, _ in candidates[q][:top_n]]
-        spans.append((start, len(pairs)))
-    scores = np.asarray(score(pairs), dtype=np.float64)
-    runs: dict[float, dict[str, dict[str, float]]] = {w: {} for w in weights}
-    for q, (s, e) in zip(qids, spans):
-        head = candidates[q][:top_n]
-        if not head:
-            continue
-        ce, fs = _minmax(scores[s:e]), _minmax(np.array([x for _, x in head], dtype=np.float64))
-        for w in weights:
-            final = (1 - w) * ce + w * fs
-            runs[w][q] = {d: float(v) for (d, _), v in zip(head, final)}
-            # candidates below top_n stay below every re-scored one, in first-stage order
-            for i, (d, _) in enumerate(candidates[q][top_n:]):
-                runs[w][q][d] = -1.0 - i
-    return runs
-
-
-def _minmax(x: np.ndarray) -> np.ndarray:
-    lo, hi = (x.min(), x.max()) if len(x) else (0.0, 0.0)
-    return np.ones_like(x) if hi == lo else (x - lo) / (hi - lo)
-
-
-def ndcg10(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]]) -> float:
-    import pytrec_eval
-
-    judged = {q: dict(v) for q, v in qrels.items() if q in run}
-    evaluator = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10"})
-    res = evaluator.evaluate({q: dict(run[q]) for q in judged})
-    return float(np.mean([res[q]["ndcg_cut_10"] for q in judged])) if judged else 0.0
 
 
 def write_model_card(output: str | Path, card: ModelCard, extra_markdown: str = "") -> None:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from index.documents import CorpusError
 from index.extras import MissingExtraError
 from index.manifest import IndexDirError
-from index.models import ModelNotAvailableError
+from index.runtime.models import ModelNotAvailableError
 from retrieval.config import ConfigError
 
 # OSError covers missing files, permissions, a path under a regular file, a full disk: all the user's to fix.

@@ -11,12 +11,23 @@ import difflib
 import math
 import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
-from index.config import BM25Config, BuildConfig, ChunkingConfig, CorpusConfig, DenseConfig, StrictModel
+from index.config import (
+    RETRIEVERS,
+    BM25Config,
+    BuildConfig,
+    ChunkingConfig,
+    CorpusConfig,
+    DenseConfig,
+    RetrieverConfig,
+    StrictModel,
+    enabled_retrievers,
+    retriever_name,
+)
 from rerank.config import RerankConfig
 
 
@@ -108,11 +119,16 @@ class FusionConfig(StrictModel):
     method: Literal["rrf", "weighted"] = "rrf"
     k: int = Field(60, ge=1, description="RRF constant")
     normalization: Literal["minmax", "zscore"] = "minmax"
-    weights: dict[Literal["bm25", "dense"], float] = {"bm25": 0.5, "dense": 0.5}
+    weights: dict[Annotated[str, AfterValidator(retriever_name)], float] = Field(
+        default_factory=dict, description="per retriever; empty: equal weights (rrf: plain 1/(k+rank)); a "
+        "retriever left out gets 0",
+    )
     top_k: int = Field(100, ge=1)
 
     @model_validator(mode="after")
     def _weights_make_sense(self) -> FusionConfig:
+        if not self.weights:
+            return self
         if not all(math.isfinite(w) for w in self.weights.values()):
             raise ValueError(f"fusion weights must be finite numbers, got {self.weights}")
         if any(w < 0 for w in self.weights.values()):
@@ -123,14 +139,23 @@ class FusionConfig(StrictModel):
 
 
 class FirstStageConfig(StrictModel):
+    """The first-stage retrievers (each a `RetrieverConfig` field, as in `BuildConfig`) and how their lists fuse."""
+
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
     fusion: FusionConfig = FusionConfig()
 
+    def retrievers(self) -> dict[str, RetrieverConfig]:
+        """The enabled retrievers, by name, in declaration order (the order their lists fuse in)."""
+        return enabled_retrievers(self)
+
     @model_validator(mode="after")
     def _one_enabled(self) -> FirstStageConfig:
-        if not self.bm25.enabled and not self.dense.enabled:
-            raise ValueError("first_stage: bm25 and dense are both disabled; enable at least one")
+        if not self.retrievers():
+            names = [n for n in RETRIEVERS if getattr(self, n, None) is not None]
+            listed = " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + f" and {names[-1]}"
+            raise ValueError(f"first_stage: {listed} are {'both' if len(names) == 2 else 'all'} disabled; "
+                             "enable at least one")
         return self
 
 
@@ -146,29 +171,31 @@ class PipelineConfig(StrictModel):
     output: OutputConfig = OutputConfig()
 
     def build_config(self) -> BuildConfig:
+        fs = self.first_stage
         return BuildConfig(corpus=self.index.corpus, chunking=self.index.chunking,
-                           bm25=self.first_stage.bm25, dense=self.first_stage.dense)
+                           **{name: getattr(fs, name) for name in RETRIEVERS})
 
     @classmethod
     def for_index(cls, built: BuildConfig) -> PipelineConfig:
         """A config that searches an index with the index's own build settings (no reranker)."""
         return cls(index=IndexSection(corpus=built.corpus, chunking=built.chunking),
-                   first_stage=FirstStageConfig(bm25=built.bm25, dense=built.dense))
+                   first_stage=FirstStageConfig(**{name: getattr(built, name) for name in RETRIEVERS}))
 
 
 # Where each part of a BuildConfig sits in a pipeline config (the inverse of `PipelineConfig.build_config`).
-_BUILD_KEYS = {"corpus": "index.corpus", "chunking": "index.chunking", "bm25": "first_stage.bm25",
-               "dense": "first_stage.dense"}
+_BUILD_KEYS = {"corpus": "index.corpus", "chunking": "index.chunking",
+               **{name: f"first_stage.{name}" for name in RETRIEVERS}}
 
 
 def build_differences(config: PipelineConfig, built: BuildConfig) -> list[tuple[str, Any, Any]]:
     """`(key, the index's value, the config's value)` for each setting that decides what an index holds
     (`BuildConfig.index_settings`) and differs between `built` and `config`, keys as the pipeline config names
-    them. A stage the config disables is not compared: none of its settings are used."""
+    them. A retriever the config does not enable is not compared: none of its settings are used."""
     have, want = built.index_settings(), config.build_config().index_settings()
-    for stage in ("bm25", "dense"):
-        if not getattr(config.first_stage, stage).enabled:
-            del have[stage], want[stage]
+    enabled = config.first_stage.retrievers()
+    for name in RETRIEVERS:
+        if name not in enabled:
+            del have[name], want[name]
     out: list[tuple[str, Any, Any]] = []
     for part, key in _BUILD_KEYS.items():
         if part in have:
@@ -257,7 +284,7 @@ def load_config(source: str | Path | dict[str, Any] | PipelineConfig, base_dir: 
         raise ConfigError(format_validation_error(exc, name)) from None
     if config.index.path is not None and not config.index.path.is_absolute():
         config.index.path = (base / config.index.path).resolve()
-    for stage in (config.first_stage.dense, config.rerank):
-        if stage is not None and stage.model.startswith((".", "~")):
+    for stage in (*config.first_stage.retrievers().values(), config.rerank):
+        if stage is not None and getattr(stage, "model", "").startswith((".", "~")):
             stage.model = str((base / stage.model).expanduser().resolve())
     return config

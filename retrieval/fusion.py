@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from retrieval.scores import normalize
+
+__all__ = ["normalize", "rrf", "weighted"]
+
 Ranked = Sequence[tuple[str, float]]
 
 
@@ -40,18 +44,6 @@ def rrf(
         for rank, (doc_id, _) in enumerate(ranked, start=1):
             scores[doc_id] = scores.get(doc_id, 0.0) + w / (k + rank)
     return _order(scores, _first_seen(lists))
-
-
-def normalize(values: np.ndarray, method: str) -> np.ndarray:
-    if len(values) == 0:
-        return values
-    if method == "minmax":
-        lo, hi = values.min(), values.max()
-        return np.ones_like(values) if hi == lo else (values - lo) / (hi - lo)
-    if method == "zscore":
-        std = values.std()
-        return np.zeros_like(values) if std == 0 else (values - values.mean()) / std
-    raise ValueError(f"unknown normalization {method!r}; use minmax or zscore")
 
 
 def weighted(lists: Mapping[str, Ranked], weights: Mapping[str, float],

@@ -20,16 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from index.dense import Encoder
 from index.directory import IndexDirectory
+from index.documents import model_text
 from index.manifest import IndexDirError
 from retrieval.config import ConfigError, PipelineConfig, build_differences, load_config
-from retrieval.fusion import normalize, rrf, weighted
-from retrieval.retrievers import BM25Retriever, DenseRetriever
+from retrieval.fusion import rrf, weighted
+from retrieval.retrievers import Retriever, check_retrievers, open_retrievers
+from retrieval.scores import rerank_list
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("bm25", "dense", "hybrid", "rerank")
+# The fused first stage and the second stage; the other stage names are the retrievers' (`first_stage.<name>`).
+FUSED, RERANK = "hybrid", "rerank"
 # Control characters, and unpaired surrogates (not Unicode text; tokenizers reject them), become spaces.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 # Passages fetched per wanted document when the index is chunked (several passages can share a document).
@@ -68,24 +70,30 @@ class SearchPipeline:
     """Thread-safe for queries: one instance can serve many threads (models are behind locks)."""
 
     def __init__(self, config: PipelineConfig, index: IndexDirectory | None = None,
-                 encoder: Encoder | None = None, reranker: Any | None = None) -> None:
+                 encoder: Any | None = None, reranker: Any | None = None,
+                 models: dict[str, Any] | None = None) -> None:
+        """Parameters:
+            config: the validated pipeline config (`load_config`).
+            index: an already loaded index (else `config.index.path` is loaded).
+            encoder: an already loaded bi-encoder for the dense retriever (the same as `models={"dense": ...}`).
+            reranker: an already loaded reranker (else built from `config.rerank`, if set).
+            models: already loaded models by retriever name.
+        """
         self.config = config
         if index is None:
             if config.index.path is None:
                 raise ConfigError("index.path is not set; set it in the config or pass index=")
             index = IndexDirectory.load(config.index.path, verify=config.index.verify)
         self.index = index
-        self._check_matches_index()
-        fs = config.first_stage
-        analyzer = index.build_config.bm25.analyzer
-        self.bm25 = BM25Retriever(index.bm25, fs.bm25, analyzer) if fs.bm25.enabled and index.bm25 else None
-        self.dense: DenseRetriever | None = None
-        if fs.dense.enabled and index.faiss_index is not None:
-            encoder = encoder or Encoder(fs.dense.model, fs.dense)
-            if encoder.dim != index.faiss_index.d:
-                raise IndexDirError(f"the encoder {fs.dense.model!r} gives {encoder.dim}-dim vectors but the index "
-                                    f"holds {index.faiss_index.d}-dim ones; rebuild the index with this model")
-            self.dense = DenseRetriever(encoder, index.faiss_index, fs.dense, index.embeddings)
+        retrievers = config.first_stage.retrievers()
+        check_retrievers(index, retrievers)  # a missing component or another model: the clearest message first
+        differences = build_differences(config, index.build_config)
+        if differences:
+            raise IndexDirError(f"{index.path} was built with {_settings(differences, 1)} but the config has "
+                                f"{_settings(differences, 2)}; rebuild the index with this config, or change the "
+                                "config to the index's values")
+        models = {**(models or {}), **({"dense": encoder} if encoder is not None else {})}
+        self.retrievers: list[Retriever] = open_retrievers(index, retrievers, models)
         self.reranker = reranker
         if self.reranker is None and config.rerank is not None:
             from rerank.cross_encoder import CrossEncoderReranker
@@ -94,24 +102,17 @@ class SearchPipeline:
         self._chunked = index.build_config.chunking is not None
         self._lock = threading.Lock()
 
-    def _check_matches_index(self) -> None:
-        built, fs, path = self.index.build_config, self.config.first_stage, self.index.path
-        components = self.index.manifest.get("components", [])
-        if fs.bm25.enabled and "bm25" not in components:
-            raise IndexDirError(f"the config enables bm25 but {path} was built without it; rebuild the index "
-                                "or set first_stage.bm25.enabled: false")
-        if fs.dense.enabled and "dense" not in components:
-            raise IndexDirError(f"the config enables dense but {path} was built without it; rebuild the index "
-                                "or set first_stage.dense.enabled: false")
-        if fs.dense.enabled and self.index.dense_model != fs.dense.model:
-            raise IndexDirError(f"{path} was built with the embedding model {self.index.dense_model!r} but the "
-                                f"config asks for {fs.dense.model!r}; rebuild the index or change "
-                                "first_stage.dense.model")
-        differences = build_differences(self.config, built)
-        if differences:
-            raise IndexDirError(f"{path} was built with {_settings(differences, 1)} but the config has "
-                                f"{_settings(differences, 2)}; rebuild the index with this config, or change the "
-                                "config to the index's values")
+    def retriever(self, name: str) -> Retriever | None:
+        """The first-stage retriever `name`, or None when the pipeline does not run it."""
+        return next((r for r in self.retrievers if r.name == name), None)
+
+    @property
+    def bm25(self) -> Retriever | None:
+        return self.retriever("bm25")
+
+    @property
+    def dense(self) -> Retriever | None:
+        return self.retriever("dense")
 
     @classmethod
     def from_yaml(cls, path: str | Path, index_path: str | Path | None = None) -> SearchPipeline:
@@ -126,17 +127,34 @@ class SearchPipeline:
 
     @property
     def stages(self) -> list[str]:
-        """The stages this pipeline can run, in order."""
-        out = [s for s, on in (("bm25", self.bm25), ("dense", self.dense)) if on is not None]
-        if self.bm25 is not None and self.dense is not None:
-            out.append("hybrid")
+        """The stages this pipeline can run, in order: each retriever, the fused list when there are several,
+        then the reranker."""
+        out = [r.name for r in self.retrievers]
+        if len(self.retrievers) > 1:
+            out.append(FUSED)
         if self.reranker is not None:
-            out.append("rerank")
+            out.append(RERANK)
         return out
 
     @property
     def final_stage(self) -> str:
         return self.stages[-1]
+
+    @property
+    def first_stage(self) -> str:
+        """The stage whose ranking the second stage re-scores: the fused list, or the one retriever's."""
+        return FUSED if len(self.retrievers) > 1 else self.retrievers[0].name
+
+    def stage_depth(self, stage: str) -> int:
+        """How many documents `stage` ranks per query at most (its configured `top_k`)."""
+        if stage == RERANK:
+            stage = self.first_stage
+        if stage == FUSED:  # at least as deep as the deepest list it fuses, at most fusion.top_k
+            return min(self.config.first_stage.fusion.top_k, max(r.config.top_k for r in self.retrievers))
+        retriever = self.retriever(stage)
+        if retriever is None:
+            raise ValueError(f"stage {stage!r} is not available in this pipeline; available: {self.stages}")
+        return retriever.config.top_k
 
     # -- query validation -----------------------------------------------------------------------------------
 
@@ -186,63 +204,49 @@ class SearchPipeline:
         return list(best.items())[:k]
 
     def _first_stage(self, texts: list[str], stage: str) -> list[_Candidates]:
-        fs = self.config.first_stage
         out = [_Candidates() for _ in texts]
         active = [i for i, t in enumerate(texts) if t]
         todo = [texts[i] for i in active]
         factor = _CHUNK_FETCH_FACTOR if self._chunked else 1
-        if self.bm25 is not None and stage in ("bm25", "hybrid", "rerank"):
-            for i, hits in zip(active, self.bm25.search_batch(todo, fs.bm25.top_k * factor)):
-                out[i].lists["bm25"] = self._to_docs(hits, fs.bm25.top_k, out[i])
-        if self.dense is not None and stage in ("dense", "hybrid", "rerank"):
-            for i, hits in zip(active, self.dense.search_batch(todo, fs.dense.top_k * factor)):
-                out[i].lists["dense"] = self._to_docs(hits, fs.dense.top_k, out[i])
-        for cand in out:
-            parts = {k: v for k, v in cand.lists.items() if k in ("bm25", "dense")}
-            if len(parts) == 2:
-                fusion = fs.fusion
+        wanted = [r for r in self.retrievers if stage in (r.name, FUSED, RERANK)]
+        for retriever in wanted:
+            k = retriever.config.top_k
+            for i, hits in zip(active, retriever.search_batch(todo, k * factor)):
+                out[i].lists[retriever.name] = self._to_docs(hits, k, out[i])
+        if len(self.retrievers) > 1 and stage in (FUSED, RERANK):
+            fusion = self.config.first_stage.fusion
+            for cand in out:
+                parts = {r.name: cand.lists[r.name] for r in self.retrievers if r.name in cand.lists}
+                if not parts:
+                    continue
                 if fusion.method == "rrf":
                     # weights only when the config sets them, so plain RRF scores stay the textbook 1/(k+rank)
-                    fused = rrf(parts, fusion.k, fusion.weights if "weights" in fusion.model_fields_set else None)
+                    fused = rrf(parts, fusion.k, fusion.weights or None)
                 else:
-                    fused = weighted(parts, fusion.weights, fusion.normalization)
-                cand.lists["hybrid"] = fused[: fusion.top_k]
+                    weights = fusion.weights or dict.fromkeys(parts, 1 / len(self.retrievers))
+                    fused = weighted(parts, weights, fusion.normalization)
+                cand.lists[FUSED] = fused[: fusion.top_k]
         return out
 
-    def _first_stage_name(self, cand: _Candidates) -> str:
-        for name in ("hybrid", "dense", "bm25"):
-            if name in cand.lists:
-                return name
-        return "bm25"
-
     def _rerank(self, query: str, cand: _Candidates) -> None:
-        cfg = self.config.rerank
-        first = cand.lists.get(self._first_stage_name(cand), [])
-        top_n = cfg.top_n if cfg is not None else 50
-        head, tail = first[:top_n], first[top_n:]
+        first = cand.lists.get(self.first_stage, [])
+        head = first[: self.config.rerank.top_n if self.config.rerank is not None else 50]
         if not head:
-            cand.lists["rerank"] = []
+            cand.lists[RERANK] = []
             return
         rows = {d: cand.rows.get(d, [])[: (4 if self._chunked else 1)] for d, _ in head}
         texts = self.index.store.passage_texts([r for rs in rows.values() for r in rs])
         docs = self.index.store.get(d for d, _ in head)
-        passages = [[_pair_text(docs[d]["title"], texts[r]) for r in rows[d]] for d, _ in head]
-        scores = self.reranker.score_documents(query, passages).astype(np.float64)
-        alpha = cfg.interpolation if cfg is not None else 0.0
-        if alpha > 0:
-            first_scores = np.array([s for _, s in head], dtype=np.float64)
-            scores = (1 - alpha) * normalize(scores, "minmax") + alpha * normalize(first_scores, "minmax")
-        order = np.argsort(-scores, kind="stable")
-        reranked = [(head[i][0], float(scores[i])) for i in order]
-        # Candidates beyond top_n keep their first-stage order, below every re-scored one.
-        low = float(scores.min()) if len(scores) else 0.0
-        cand.lists["rerank"] = reranked + [(d, low - 1 - i) for i, (d, _) in enumerate(tail)]
+        passages = [[model_text(docs[d]["title"], texts[r]) for r in rows[d]] for d, _ in head]
+        scores = self.reranker.score_documents(query, passages)
+        interpolation = self.config.rerank.interpolation if self.config.rerank is not None else 0.0
+        cand.lists[RERANK] = rerank_list(first, scores, interpolation)
 
     def _run(self, texts: list[str], stage: str) -> list[_Candidates]:
         if stage not in self.stages:
             raise ValueError(f"stage {stage!r} is not available in this pipeline; available: {self.stages}")
         cands = self._first_stage(texts, stage)
-        if stage == "rerank":
+        if stage == RERANK:
             for text, cand in zip(texts, cands):
                 if text:
                     self._rerank(text, cand)
@@ -292,6 +296,3 @@ def _settings(differences: list[tuple[str, Any, Any]], side: int) -> str:
     # JSON values read as YAML: the index's side can be pasted into the config as it is.
     return ", ".join(f"{d[0]}: {json.dumps(d[side])}" for d in differences)
 
-
-def _pair_text(title: str, text: str) -> str:
-    return f"{title} {text}".strip() if title else text

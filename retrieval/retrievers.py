@@ -1,23 +1,106 @@
-"""First-stage retrievers over a loaded index; both return passage rows and scores per query."""
+"""First-stage retrievers behind one protocol: each returns passage rows and scores per query, best first.
+
+A retriever is named after its config key (`first_stage.<name>`), says which index components it reads, checks
+them against the index's manifest before any query, and answers `search_batch(queries, k)`. The pipeline holds a
+list of them and never names one; a retriever's config class says which class serves it
+(`RetrieverConfig.RETRIEVER`). BM25 and dense live here; SPLADE in `retrieval/splade.py`.
+
+Example:
+    >>> from index.directory import IndexDirectory  # doctest: +SKIP
+    >>> from retrieval.retrievers import open_retrievers  # doctest: +SKIP
+    >>> idx = IndexDirectory.load("/tmp/scifact-index")  # doctest: +SKIP
+    >>> bm25 = open_retrievers(idx, {"bm25": idx.build_config.bm25})[0]  # doctest: +SKIP
+    >>> rows, scores = bm25.search_batch(["what causes tides?"], k=10)[0]  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from index.analyzer import Analyzer
 from index.bm25 import BM25Scorer, BM25Stats
-from index.config import AnalyzerConfig, BM25Config, DenseConfig
-from index.dense import Encoder, configure_search, search_faiss
+from index.components import config_class, import_path
+from index.config import AnalyzerConfig, BM25Config, DenseConfig, RetrieverConfig
+from index.directory import IndexDirectory
+from index.manifest import IndexDirError, rebuild_hint
 
 Hits = tuple[np.ndarray, np.ndarray]  # passage rows, scores (best first)
 
 
-class BM25Retriever:
+class Retriever:
+    """The protocol. A subclass sets `name` and `config`, sets `model_kind` when its component is built with a
+    model, and implements `open` (load what it needs from a checked index) and `search_batch`."""
+
+    name: str
+    config: RetrieverConfig
+    model_kind: ClassVar[str | None] = None  # e.g. "embedding model": the manifest then records which one
+
+    @classmethod
+    def open(cls, name: str, config: RetrieverConfig, index: IndexDirectory, model: Any | None = None) -> Retriever:
+        """The retriever `first_stage.<name>` over `index` (already `check`ed); `model`: an already loaded model."""
+        raise NotImplementedError
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The index components this retriever reads."""
+        return (self.name,)
+
+    @classmethod
+    def check(cls, name: str, config: RetrieverConfig, index: IndexDirectory) -> None:
+        """Refuse (`IndexDirError`, one line naming the setting and the fix) an index this retriever cannot
+        search: its component missing, or built with another model."""
+        path = index.path
+        if name not in index.manifest.get("components", []):
+            raise IndexDirError(f"the config enables {name} but {path} was built without it; rebuild the index or "
+                                f"set first_stage.{name}.enabled: false ({rebuild_hint(path)})")
+        if cls.model_kind is not None and index.model(name) != config.model:
+            raise IndexDirError(f"{path} was built with the {cls.model_kind} {index.model(name)!r} but the config "
+                                f"asks for {config.model!r}; rebuild the index or change first_stage.{name}.model")
+
+    def search_batch(self, queries: Sequence[str], k: int, filter: None = None) -> list[Hits]:
+        """The top `k` passage rows and scores of each query (a `filter` argument is reserved for metadata
+        filters; none is supported yet)."""
+        raise NotImplementedError
+
+    def search(self, query: str, k: int) -> Hits:
+        return self.search_batch([query], k)[0]
+
+
+def refuse_filter(filter: Any) -> None:
+    """Until metadata filters land, a filter is refused rather than ignored (which would return unfiltered hits)."""
+    if filter is not None:
+        raise NotImplementedError("metadata filters are not supported yet")
+
+
+def retriever_class(name: str) -> type[Retriever]:
+    """The class serving `first_stage.<name>` (its config's `RETRIEVER`)."""
+    return import_path(config_class(name).RETRIEVER)
+
+
+def check_retrievers(index: IndexDirectory, configs: Mapping[str, RetrieverConfig]) -> None:
+    """Each enabled retriever's `check` against `index`, before anything is loaded."""
+    for name, config in configs.items():
+        retriever_class(name).check(name, config, index)
+
+
+def open_retrievers(index: IndexDirectory, configs: Mapping[str, RetrieverConfig],
+                    models: Mapping[str, Any] | None = None) -> list[Retriever]:
+    """One retriever per enabled config (by name, in order), all checked against `index` before any is
+    loaded; `models` passes already loaded models by retriever name."""
+    check_retrievers(index, configs)
+    models = models or {}
+    return [retriever_class(name).open(name, config, index, models.get(name)) for name, config in configs.items()]
+
+
+class BM25Retriever(Retriever):
     """Sparse BM25; `backend: rank_bm25` runs the rank-bm25 library itself (slow, the reference)."""
 
-    def __init__(self, stats: BM25Stats, config: BM25Config, analyzer_config: AnalyzerConfig) -> None:
+    def __init__(self, stats: BM25Stats, config: BM25Config, analyzer_config: AnalyzerConfig,
+                 name: str = "bm25") -> None:
+        self.name = name
         self.config = config
         self.analyzer = Analyzer(analyzer_config)
         self.scorer = BM25Scorer(stats, config)
@@ -35,10 +118,12 @@ class BM25Retriever:
                 kwargs["delta"] = config.resolved_delta()
             self._reference = classes[config.variant](stats.doc_tokens(), **kwargs)
 
-    def search(self, query: str, k: int) -> Hits:
-        return self.search_batch([query], k)[0]
+    @classmethod
+    def open(cls, name: str, config: BM25Config, index: IndexDirectory, model: Any | None = None) -> BM25Retriever:
+        return cls(index.parts[name], config, index.build_config.bm25.analyzer, name)
 
-    def search_batch(self, queries: Sequence[str], k: int) -> list[Hits]:
+    def search_batch(self, queries: Sequence[str], k: int, filter: None = None) -> list[Hits]:
+        refuse_filter(filter)
         tokens = [self.analyzer.tokenize(q) for q in queries]
         if self._reference is not None:
             out = []
@@ -50,25 +135,40 @@ class BM25Retriever:
                 top = np.lexsort((np.arange(len(scores)), -scores))[:k]
                 out.append((top, scores[top]))
             return out
-        if len(tokens) == 1:
-            return [self.scorer.search(tokens[0], k)]
         return self.scorer.search_batch(tokens, k)
 
 
-class DenseRetriever:
+class DenseRetriever(Retriever):
     """Bi-encoder query embeddings searched in FAISS (batched encoding in `search_batch`)."""
 
-    def __init__(self, encoder: Encoder, index, config: DenseConfig, embeddings: np.ndarray | None = None) -> None:
+    model_kind = "embedding model"
+
+    def __init__(self, encoder: Any, index: Any, config: DenseConfig, embeddings: np.ndarray | None = None,
+                 name: str = "dense") -> None:
+        from index.dense import configure_search
+
+        self.name = name
         self.encoder = encoder
         self.index = index
         self.config = config
         self.embeddings = embeddings
         configure_search(index, config.faiss)
 
-    def search(self, query: str, k: int) -> Hits:
-        return self.search_batch([query], k)[0]
+    @classmethod
+    def open(cls, name: str, config: DenseConfig, index: IndexDirectory, model: Any | None = None) -> DenseRetriever:
+        from index.dense import Encoder
 
-    def search_batch(self, queries: Sequence[str], k: int) -> list[Hits]:
+        parts = index.parts[name]
+        encoder = model or Encoder(config.model, config)
+        if encoder.dim != parts.index.d:
+            raise IndexDirError(f"the encoder {config.model!r} gives {encoder.dim}-dim vectors but the index "
+                                f"holds {parts.index.d}-dim ones; rebuild the index with this model")
+        return cls(encoder, parts.index, config, parts.embeddings, name)
+
+    def search_batch(self, queries: Sequence[str], k: int, filter: None = None) -> list[Hits]:
+        from index.dense import search_faiss
+
+        refuse_filter(filter)
         if not queries:
             return []
         emb = self.encoder.encode_queries(queries)

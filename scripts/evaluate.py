@@ -17,9 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from index.cache import cached_index  # noqa: E402
 from retrieval import SearchPipeline, cli  # noqa: E402
 from retrieval.config import load_config  # noqa: E402
-from retrieval.evaluation import cached_index, evaluate, load_beir  # noqa: E402
+from retrieval.evaluation import evaluate, load_beir  # noqa: E402
 
 
 def main(args) -> int:
@@ -31,7 +32,7 @@ def main(args) -> int:
     data = load_beir(args.dataset, args.split, max_queries=args.max_queries)
     seconds = {"load": time.perf_counter() - start}
     start = time.perf_counter()
-    index = Path(args.index) if args.index else cached_index(args.dataset, config, args.cache_dir,
+    index = Path(args.index) if args.index else cached_index(args.dataset, config.build_config(), args.cache_dir,
                                                              show_progress=not args.quiet)
     config.index.path = index.expanduser().resolve()
     pipe = SearchPipeline(config)

@@ -16,9 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from index.cache import cached_index  # noqa: E402
+from index.documents import model_text  # noqa: E402
 from retrieval import SearchPipeline, cli  # noqa: E402
 from retrieval.config import load_config  # noqa: E402
-from retrieval.evaluation import cached_index, load_beir  # noqa: E402
+from retrieval.evaluation import load_beir, ndcg10, rerank_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
@@ -28,7 +30,7 @@ def _is_cross_encoder(base: str) -> bool:
     """Whether `base` already has a sequence-classification head (then training continues it)."""
     from transformers import AutoConfig
 
-    from index.models import resolve_model
+    from index.runtime.models import resolve_model
 
     try:
         architectures = AutoConfig.from_pretrained(resolve_model(base)).architectures or []
@@ -42,9 +44,7 @@ def main(args) -> int:
         ModelCard,
         TrainingConfig,
         build_examples,
-        ndcg10,
         pseudo_queries,
-        rerank_runs,
         save_fp16,
         split_dev,
         train_cross_encoder,
@@ -55,8 +55,8 @@ def main(args) -> int:
     new_head = not _is_cross_encoder(args.base)
     config = load_config(args.config)
     config.rerank = None
-    config.index.path = Path(args.index) if args.index else cached_index(args.dataset, config, args.cache_dir,
-                                                                          show_progress=not args.quiet)
+    config.index.path = Path(args.index) if args.index else cached_index(
+        args.dataset, config.build_config(), args.cache_dir, show_progress=not args.quiet)
     pipe = SearchPipeline(config)
     if args.negatives_from not in pipe.stages:
         raise ValueError(f"--negatives-from {args.negatives_from}: the config {args.config} has stages {pipe.stages}")
@@ -65,8 +65,7 @@ def main(args) -> int:
     docs = {d.doc_id: d for d in pipe.index.store.iter_documents()}
 
     def doc_text(doc_id: str) -> str:
-        d = docs[doc_id]
-        return f"{d.title} {d.text}".strip() if d.title else d.text
+        return model_text(docs[doc_id].title, docs[doc_id].text)
 
     depth = max(args.candidates, args.eval_top_n)
     queries = {q: data.queries[q] for q in train_ids + dev_ids}
@@ -96,7 +95,7 @@ def main(args) -> int:
     if args.no_train:  # score an existing reranker on the dev split and choose its interpolation
         from sentence_transformers import CrossEncoder
 
-        from index.models import load_model
+        from index.runtime.models import load_model
 
         model = load_model(args.base, "cross-encoder", CrossEncoder, device="cpu")
         model.training_steps = 0

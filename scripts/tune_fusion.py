@@ -10,14 +10,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from index.cache import cached_index  # noqa: E402
 from retrieval import SearchPipeline, cli  # noqa: E402
 from retrieval.config import load_config  # noqa: E402
-from retrieval.evaluation import cached_index, load_beir, score_run  # noqa: E402
+from retrieval.evaluation import load_beir, mean_metric  # noqa: E402
 from retrieval.fusion import rrf, weighted  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RRF_K = (10, 20, 30, 60, 100)
-BM25_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
+FIRST_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)  # of the first retriever; the second gets the rest
 
 
 def main(args) -> int:
@@ -26,23 +27,29 @@ def main(args) -> int:
                          "(or --allow-test to measure, not to choose)")
     config = load_config(args.config)
     config.rerank = None
-    config.index.path = Path(args.index) if args.index else cached_index(args.dataset, config, args.cache_dir)
+    config.index.path = (Path(args.index) if args.index
+                         else cached_index(args.dataset, config.build_config(), args.cache_dir))
     pipe = SearchPipeline(config)
     data = load_beir(args.dataset, args.split)
     qids = list(data.queries)
     texts = [data.queries[q] for q in qids]
-    lists = {s: pipe.retrieve(texts, stage=s, top_k=args.depth) for s in ("bm25", "dense")}
+    names = [r.name for r in pipe.retrievers]
+    if len(names) != 2:
+        raise ValueError(f"tune_fusion.py compares the fusion of two retrievers; {args.config} enables "
+                         f"{len(names)} ({', '.join(names)}): disable all but two in a copy of the config")
+    a, b = names
+    lists = {s: pipe.retrieve(texts, stage=s, top_k=args.depth) for s in names}
 
     def ndcg(fuse) -> float:
-        run = {q: fuse({"bm25": b, "dense": d}) for q, b, d in zip(qids, lists["bm25"], lists["dense"])}
-        return float(score_run(run, data.qrels, ["ndcg@10"])["ndcg@10"].mean())
+        run = {q: fuse({a: x, b: y}) for q, x, y in zip(qids, lists[a], lists[b])}
+        return mean_metric(run, data.qrels, "ndcg@10")
 
-    rows = [("bm25 alone", ndcg(lambda x: x["bm25"])), ("dense alone", ndcg(lambda x: x["dense"]))]
+    rows = [(f"{a} alone", ndcg(lambda x: x[a])), (f"{b} alone", ndcg(lambda x: x[b]))]
     rows += [(f"rrf k={k}", ndcg(lambda x, k=k: rrf(x, k))) for k in RRF_K]
     for norm in ("minmax", "zscore"):
-        rows += [(f"weighted {norm} bm25={w} dense={1 - w:.1f}",
-                  ndcg(lambda x, w=w, norm=norm: weighted(x, {"bm25": w, "dense": 1 - w}, norm)))
-                 for w in BM25_WEIGHTS]
+        rows += [(f"weighted {norm} {a}={w} {b}={1 - w:.1f}",
+                  ndcg(lambda x, w=w, norm=norm: weighted(x, {a: w, b: 1 - w}, norm)))
+                 for w in FIRST_WEIGHTS]
     if args.json:
         cli.print_json({"dataset": str(args.dataset), "split": args.split, "num_queries": len(qids),
                         "ndcg@10": {name: round(v, 4) for name, v in rows}})

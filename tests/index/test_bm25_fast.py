@@ -17,6 +17,7 @@ import pytest
 import rank_bm25
 
 import index.bm25 as bm25_module
+import index.postings as postings_module
 from index.analyzer import Analyzer
 from index.bm25 import BM25Scorer, BM25Stats
 from index.config import BM25Config
@@ -59,7 +60,7 @@ def test_search_equals_brute_force_on_both_accumulators(monkeypatch, scifact_tok
                                                         k):
     queries = scifact_tokens[1]
     # DENSE_FRACTION_INV large: every multi-term query takes the dense bincount; 0: every one sorts its postings.
-    monkeypatch.setattr(bm25_module, "DENSE_FRACTION_INV", 10**9 if path == "dense" else 0)
+    monkeypatch.setattr(postings_module, "DENSE_FRACTION_INV", 10**9 if path == "dense" else 0)
     scorer = BM25Scorer(scifact_stats, BM25Config(variant=variant))
     for q in queries:
         rows, scores = scorer.search(q, k)

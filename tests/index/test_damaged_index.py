@@ -20,7 +20,7 @@ from index.builder import build_index
 from index.dense import Encoder
 from index.directory import IndexDirectory
 from index.manifest import MANIFEST_FILE, IndexDirError, sha256_file
-from index.models import ModelNotAvailableError
+from index.runtime.models import ModelNotAvailableError
 from rerank.cross_encoder import CrossEncoderReranker
 from retrieval import SearchPipeline
 from retrieval.config import load_config

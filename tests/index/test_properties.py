@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import index.analyzer as analyzer_module
-import index.bm25 as bm25_module
+import index.postings as postings_module
 from index.analyzer import Analyzer
 from index.bm25 import BM25Scorer, BM25Stats
 from index.config import AnalyzerConfig, BM25Config
@@ -176,7 +176,7 @@ def test_a_query_reads_each_distinct_terms_postings_once(docs, query, variant, d
     scorer = BM25Scorer(stats, BM25Config(variant=variant))
     distinct = {stats.term_ids[t] for t in query if t in stats.term_ids}
     expected = int(sum(stats.doc_freq[t] for t in distinct))
-    with mock.patch.object(bm25_module, "DENSE_FRACTION_INV", dense_fraction_inv):
+    with mock.patch.object(postings_module, "DENSE_FRACTION_INV", dense_fraction_inv):
         for run in (lambda: scorer.search(query, k), lambda: scorer.get_scores(query)):
             _CountingPostings.read = 0
             run()
@@ -194,7 +194,7 @@ def test_summing_a_long_query_in_parts_changes_no_bit(docs, query, variant, k):
     cut after every term or two, the scores and the ranking are exactly those of one part."""
     scorer = BM25Scorer(BM25Stats.build(docs), BM25Config(variant=variant))
     whole = scorer.get_scores(query), scorer.search(query, k)
-    with mock.patch.object(bm25_module, "PART_POSTINGS", 1):  # budget: max(documents, 1) postings per part
+    with mock.patch.object(postings_module, "PART_POSTINGS", 1):  # budget: max(documents, 1) postings per part
         parts = scorer.get_scores(query), scorer.search(query, k)
     assert whole[0].tolist() == parts[0].tolist()
     assert whole[1][0].tolist() == parts[1][0].tolist() and whole[1][1].tolist() == parts[1][1].tolist()

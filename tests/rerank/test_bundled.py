@@ -5,19 +5,20 @@ import json
 import numpy as np
 import pytest
 
-from index.models import bundled_models, resolve_model
+from index.runtime.models import bundled_models, resolve_model
 from rerank.cross_encoder import CrossEncoderReranker
 from tests.conftest import ROOT
 
 NAME = "bundled:minilm-l6-scifact"
+BUNDLED = ROOT / "index" / "runtime" / "bundled"
 
 
 def test_bundled_reranker_is_listed_and_small():
     assert NAME in bundled_models()
     path = resolve_model(NAME)
-    size = sum(f.stat().st_size for f in (ROOT / "rerank" / "models" / "minilm-l6-scifact").iterdir())
+    size = sum(f.stat().st_size for f in (BUNDLED / "minilm-l6-scifact").iterdir())
     assert path.endswith("minilm-l6-scifact") and size < 50 * 2**20
-    card = (ROOT / "rerank" / "models" / "minilm-l6-scifact" / "README.md").read_text()
+    card = (BUNDLED / "minilm-l6-scifact" / "README.md").read_text()
     assert "SciFact" in card and "train" in card
 
 
@@ -58,8 +59,10 @@ def test_package_data_ships_the_model_files_but_no_cached_exports(tmp_path):
     """pyproject's package-data globs, applied to a model folder holding ONNX/OpenVINO exports beside its files."""
     import tomllib
 
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["rerank"]
-    model = tmp_path / "models" / "m"
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "index.runtime" in setuptools["packages"]
+    patterns = setuptools["package-data"]["index.runtime"]
+    model = tmp_path / "bundled" / "m"
     shipped = ["config.json", "model.safetensors", "README.md", "tokenizer.json", "modules.json"]
     cached = ["onnx/model_qint8_avx512_vnni.onnx", "onnx/export.json", "openvino/model.xml", "openvino/model.bin",
               "openvino/export.json"]
@@ -68,6 +71,6 @@ def test_package_data_ships_the_model_files_but_no_cached_exports(tmp_path):
         (model / name).write_text("x")
     matched = {p.relative_to(model).as_posix() for pattern in patterns for p in tmp_path.glob(pattern)}
     assert matched == set(shipped)
-    real = ROOT / "rerank" / "models" / "minilm-l6-scifact"
+    real = BUNDLED / "minilm-l6-scifact"
     files = {p.name for p in real.iterdir() if p.is_file()}
-    assert files == {p.name for pattern in patterns for p in (ROOT / "rerank").glob(pattern) if p.parent == real}
+    assert files == {p.name for pattern in patterns for p in BUNDLED.parent.glob(pattern) if p.parent == real}

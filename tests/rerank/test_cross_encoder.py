@@ -7,7 +7,8 @@ import pytest
 import torch
 from sentence_transformers import CrossEncoder
 
-from index.models import ModelNotAvailableError, pick_device, pick_dtype
+from index.runtime.device import pick_device, pick_dtype
+from index.runtime.models import ModelNotAvailableError
 from rerank.cross_encoder import CrossEncoderReranker
 
 QUERY = "how do tides work"

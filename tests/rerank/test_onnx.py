@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-import rerank.onnx_backend as onnx_backend
-from index import export_cache
+import index.runtime.onnx as onnx_backend
+from index.runtime import export_cache
 from rerank.cross_encoder import CrossEncoderReranker
 from tests.rerank.exported import QUERY, make_pairs, retrain_in_place
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-import index.openvino_runtime as ov_backend
-from index import export_cache
+import index.runtime.openvino as ov_backend
+from index.runtime import export_cache
 from rerank.cross_encoder import CrossEncoderReranker
 from tests.rerank.exported import QUERY, make_pairs, retrain_in_place
 
@@ -54,7 +54,7 @@ def test_bf16_scores_are_close_to_fp32(shared):
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no native bf16 (OpenVINO capability BF16)")
 def test_bf16_ranks_like_fp32_with_real_weights(tmp_path, monkeypatch):
     """The random tiny model's scores are near-ties; ranking is checked with the bundled reranker's weights."""
-    from index.models import resolve_model
+    from index.runtime.models import resolve_model
 
     monkeypatch.setenv("TWOSTAGE_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(export_cache, "writable", lambda d: d.is_relative_to(tmp_path) and export_cache_writable(d))

@@ -12,9 +12,7 @@ from rerank.training import (
     Example,
     TrainingConfig,
     build_examples,
-    ndcg10,
     pseudo_queries,
-    rerank_runs,
     save_fp16,
     split_dev,
     train_cross_encoder,
@@ -47,14 +45,6 @@ def test_pseudo_queries_from_titles_and_sentences():
     (title_q, sent_q) = pseudo_queries([Document("d1", text, title="A Title")], seed=0)
     assert title_q == ("A Title", "d1", text)
     assert sent_q[1] == "d1" and sent_q[0] not in sent_q[2] and sent_q[2].startswith("A Title")
-
-
-def test_rerank_runs_interpolation_extremes():
-    cands = {"q": [("a", 3.0), ("b", 2.0), ("c", 1.0), ("d", 0.5)]}
-    runs = rerank_runs(lambda pairs: np.array([0.0, 1.0, 2.0]), {"q": "x"}, cands, str, top_n=3, weights=[0.0, 1.0])
-    assert sorted(runs[0.0]["q"], key=runs[0.0]["q"].get, reverse=True) == ["c", "b", "a", "d"]
-    assert sorted(runs[1.0]["q"], key=runs[1.0]["q"].get, reverse=True) == ["a", "b", "c", "d"]
-    assert ndcg10({"q": {"a": 2.0, "b": 1.0}}, {"q": {"a": 1}}) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("loss", ["mnrl", "bce"])

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from index.builder import build_index
 from index.dense import Encoder
 from index.manifest import IndexDirError
-from index.models import ModelNotAvailableError
+from index.runtime.models import ModelNotAvailableError
 from rerank.cross_encoder import CrossEncoderReranker
 from retrieval import SearchPipeline
 from retrieval.config import ConfigError, load_config

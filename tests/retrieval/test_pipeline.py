@@ -178,8 +178,8 @@ def bm25_index(tmp_path_factory):
 def test_a_config_must_agree_with_the_index_on_every_build_setting(bm25_index, changes):
     """Refused exactly when a build-time setting differs, naming each one with both values; query-time settings
     may differ. The evaluation cache uses the same split (one definition of what is query-time)."""
+    from index.cache import index_settings
     from index.manifest import IndexDirError
-    from retrieval.evaluation import index_settings
     from tests.reliability import bm25_pipeline_config
 
     base = bm25_pipeline_config(bm25_index)

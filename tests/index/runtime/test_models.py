@@ -1,18 +1,23 @@
-"""Local model folders that ship Python code are refused unless the config trusts them; the code is never run."""
+"""Local model folders that ship Python code are refused unless the config trusts them; the code is never run.
+Bundled models are found inside `index.runtime` itself."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from index.config import DenseConfig
 from index.dense import Encoder
-from index.models import ModelNotAvailableError, load_model
+from index.runtime.models import ModelNotAvailableError, load_model
 from rerank.config import RerankConfig
 from rerank.cross_encoder import CrossEncoderReranker
+from tests.conftest import ROOT
 
 # Any of these makes a folder "ship its own code"; each is refused alone (with a model_type transformers knows, so
 # transformers itself would load the folder without a word).
@@ -73,7 +78,7 @@ def test_trust_remote_code_lets_the_folder_load(tmp_path, tiny_bi_encoder):
 
 
 def test_plain_and_bundled_models_ship_no_code(tiny_bi_encoder, tiny_cross_encoder):
-    from index.models import bundled_models, model_code, resolve_model
+    from index.runtime.models import bundled_models, model_code, resolve_model
 
     for name in [str(tiny_bi_encoder), str(tiny_cross_encoder), *bundled_models()]:
         assert model_code(Path(resolve_model(name))) is None, name
@@ -85,3 +90,22 @@ def test_the_check_runs_before_the_loader(tmp_path, tiny_bi_encoder):
     with pytest.raises(ModelNotAvailableError, match=r"ships its own Python code"):
         load_model(str(folder), "bi-encoder", lambda *a, **k: called.append(a), trust_remote_code=False)
     assert called == []
+
+
+def test_the_bundled_reranker_is_found_without_importing_another_stage():
+    """The bundled rerankers are package data of `index.runtime`: resolving one imports no `rerank`, no torch."""
+    code = ("import json, sys\nfrom index.runtime.models import resolve_model\n"
+            "path = resolve_model('bundled:minilm-l6-scifact')\n"
+            "print(json.dumps([path, sorted(m for m in ('rerank', 'retrieval', 'torch') if m in sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    path, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(path) == ROOT / "index" / "runtime" / "bundled" / "minilm-l6-scifact"
+    assert loaded == []
+
+
+def test_the_runtime_package_names_resolve_to_their_home_modules():
+    import index.runtime
+
+    for name in index.runtime.__all__:
+        home = importlib.import_module(index.runtime._HOMES[name])
+        assert getattr(index.runtime, name) is getattr(home, name)

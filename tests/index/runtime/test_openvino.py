@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import index.openvino_runtime as ov_runtime
-from index import export_cache
+import index.runtime.openvino as ov_runtime
 from index.config import DenseConfig
 from index.dense import Encoder
+from index.runtime import export_cache
 
 TEXTS = ["the moon pulls the ocean", "tides", "bees dance to tell where flowers are " * 5, "plate tectonics",
          "coffee is brewed from roasted beans and water at ninety degrees", "a", "gravity of the sun and moon"]

@@ -5,7 +5,7 @@ Why: on a CPU with AVX-512 BF16 (or AMX) OpenVINO runs the whole graph in bf16 w
 layer-norm kernels, which is faster than torch's bf16 autocast at the same ranking (see the README's Performance
 section); on other CPUs it runs fp32, still with fused kernels.
 
-The IR (`model.xml` + `model.bin`, fp32 weights) is cached like the ONNX export (`index/export_cache.py`):
+The IR (`model.xml` + `model.bin`, fp32 weights) is cached like the ONNX export (`index/runtime/export_cache.py`):
 `<model dir>/openvino/` when the model is a writable local directory, else the user cache; a fingerprint of the
 weights and recipe decides whether a cached IR is current. Precision is chosen when the IR is compiled, not
 baked into it, so one IR serves `fp32` and `bf16`.
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from index import export_cache
+from index.runtime import export_cache
 
 logger = logging.getLogger(__name__)
 

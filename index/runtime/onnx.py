@@ -9,8 +9,8 @@ int8 quantization with per-channel weights and unsigned activations (VNNI-friend
   directory,
 - otherwise `$TWOSTAGE_CACHE_DIR` (default `~/.cache/twostage`) `/onnx/<fingerprint>/`.
 
-An `export.json` beside it records a fingerprint of the weights, config and recipe (see `index/export_cache.py`):
-a stale file is exported again, never silently reused.
+An `export.json` beside it records a fingerprint of the weights, config and recipe (see
+`index/runtime/export_cache.py`): a stale file is exported again, never silently reused.
 
 Example:
     >>> from rerank.cross_encoder import CrossEncoderReranker
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from index import export_cache
+from index.runtime import export_cache
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,177 @@
+"""Index components: what each first-stage retriever writes into an index directory and reads back from it.
+
+A component is built passage by passage (`add`, then `finish` writes its files into the build's temp directory)
+and loaded from a checked `IndexFiles` handle (`load`). Its config class names it (`RetrieverConfig.COMPONENT`),
+so the builder and the loader iterate over the enabled retrievers and never name one. A new retriever adds a
+class here or in its own module (SPLADE: `index/splade.py`); see docs/architecture.md.
+
+Example:
+    >>> from index.components import component_class
+    >>> component_class("bm25").FILES
+    ('bm25.npz', 'bm25_vocab.json')
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from index.analyzer import Analyzer
+from index.bm25 import STATS_FILE, VOCAB_FILE, BM25Stats
+from index.config import RETRIEVERS, BM25Config, BuildConfig, DenseConfig, RetrieverConfig, retriever_type
+from index.manifest import FileReader, IndexFiles, Manifest
+
+
+class Component:
+    """One retriever's part of an index. Subclasses set `FILES` (every file it writes, also when it has
+    nothing to store) and implement the four methods below."""
+
+    FILES: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, config: RetrieverConfig, model: Any | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.model = model  # an already loaded model to build with (tests, benchmarks), else loaded from config
+
+    def add(self, text: str) -> None:
+        """One passage's text (`index.documents.model_text`), in row order."""
+        raise NotImplementedError
+
+    def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
+        """Write `FILES` into `directory`; return what the manifest records about the component (merged into it:
+        `models`, `counts` and top-level keys)."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, files: IndexFiles, manifest: Manifest) -> Any:
+        """The component's data, read through the checked handle `files`."""
+        raise NotImplementedError
+
+    @classmethod
+    def sizes(cls, part: Any) -> dict[str, int]:
+        """Rows per array of a loaded part; each must equal the store's passage count."""
+        raise NotImplementedError
+
+
+def import_path(path: str) -> Any:
+    """The object a "module:name" path names."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def config_class(name: str) -> type[RetrieverConfig]:
+    """The config class of retriever `name` (a `BuildConfig` field)."""
+    if name not in RETRIEVERS:
+        raise KeyError(f"no first-stage retriever named {name!r}; known: {', '.join(RETRIEVERS)}")
+    found = retriever_type(BuildConfig.model_fields[name].annotation)
+    assert found is not None
+    return found
+
+
+def component_class(name: str) -> type[Component]:
+    return import_path(config_class(name).COMPONENT)
+
+
+def all_files() -> frozenset[str]:
+    """Every file name any component writes."""
+    return frozenset(f for name in RETRIEVERS for f in component_class(name).FILES)
+
+
+class BM25Component(Component):
+    """Raw BM25 statistics (term frequencies, document lengths) of the analyzed passages."""
+
+    FILES = (STATS_FILE, VOCAB_FILE)
+
+    def __init__(self, name: str, config: BM25Config, model: Any | None = None) -> None:
+        super().__init__(name, config, model)
+        self.analyzer = Analyzer(config.analyzer)
+        self.tokens: list[list[str]] = []
+        self.terms: dict[str, str] = {}  # one string object per distinct term keeps the token lists small
+
+    def add(self, text: str) -> None:
+        terms = self.terms
+        self.tokens.append([terms.setdefault(t, t) for t in self.analyzer.tokenize(text)])
+
+    def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
+        stats = BM25Stats.build(self.tokens)
+        self.tokens, self.terms = [], {}
+        stats.save(directory)
+        return {"counts": {"vocabulary": len(stats.vocab)}}
+
+    @classmethod
+    def load(cls, files: IndexFiles, manifest: Manifest) -> BM25Stats:
+        return BM25Stats.from_bytes(files.read_bytes(STATS_FILE), files.read_bytes(VOCAB_FILE),
+                                    files.path / STATS_FILE)
+
+    @classmethod
+    def sizes(cls, part: BM25Stats) -> dict[str, int]:
+        return {"bm25": part.num_docs}
+
+
+class DenseParts:
+    """A loaded dense component: the FAISS index and the memory-mapped fp32 embeddings it was built from."""
+
+    def __init__(self, index: Any, embeddings: np.ndarray) -> None:
+        self.index = index
+        self.embeddings = embeddings
+
+
+class DenseComponent(Component):
+    """Normalized bi-encoder embeddings of the passages and a FAISS index over them."""
+
+    # index.dense's EMBEDDINGS_FILE and FAISS_FILE, written out so that listing files loads no faiss or torch.
+    FILES = ("embeddings.npy", "faiss.index")
+
+    def __init__(self, name: str, config: DenseConfig, model: Any | None = None) -> None:
+        super().__init__(name, config, model)
+        from index.runtime.device import char_cap
+
+        self.texts: list[str] = []
+        self.cap = char_cap(512)  # the encoder cuts to its own limit too; this keeps a 20 MB text out of memory
+
+    def add(self, text: str) -> None:
+        self.texts.append(text[: self.cap])
+
+    def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
+        from index.dense import EMBEDDINGS_FILE, Encoder, build_faiss, save_faiss
+
+        encoder = self.model or Encoder(self.config.model, self.config)
+        emb = encoder.encode_documents(self.texts, show_progress=show_progress)
+        self.texts = []
+        np.save(directory / EMBEDDINGS_FILE, emb, allow_pickle=False)
+        save_faiss(build_faiss(emb, self.config.faiss), directory)
+        return {"models": {self.name: self.config.model}, "embedding_dim": int(emb.shape[1])}
+
+    @classmethod
+    def load(cls, files: IndexFiles, manifest: Manifest) -> DenseParts:
+        from index.dense import EMBEDDINGS_FILE, FAISS_FILE, load_faiss
+
+        with files.reading(FAISS_FILE) as reader:
+            index = load_faiss(reader.read)
+        with files.reading(EMBEDDINGS_FILE) as reader:
+            embeddings = map_npy(reader)
+        return DenseParts(index, embeddings)
+
+    @classmethod
+    def sizes(cls, part: DenseParts) -> dict[str, int]:
+        return {"faiss": int(part.index.ntotal), "embeddings": len(part.embeddings)}
+
+
+def map_npy(reader: FileReader) -> np.ndarray:
+    """Memory-map the array of an open `.npy` file, as `np.load(mmap_mode="r")` does for a path."""
+    version = np.lib.format.read_magic(reader)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(reader)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(reader)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    if dtype.hasobject:  # np.load's own refusal, word for word
+        raise ValueError("Array can't be memory-mapped: Python objects in dtype.")
+    with os.fdopen(reader.fileno(), "rb", closefd=False) as fh:  # the map keeps its own handle on the file
+        return np.memmap(fh, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C",
+                         offset=reader.tell())
