@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from index.chunking import chunk_document
 from index.components import Component, all_files, component_class
-from index.config import BuildConfig
+from index.config import RETRIEVERS, BuildConfig
 from index.documents import ReadStats, model_text, read_corpus
 from index.manifest import MANIFEST_FILE, IndexDirError, write_manifest
 from index.store import STORE_FILE, StoreWriter
@@ -340,7 +340,9 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
         "library_version": LIBRARY_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "corpus": str(corpus),
-        "config": config.model_dump(mode="json"),
+        # A retriever that is not configured at all is left out, so an index without it reads as one written
+        # before the retriever existed (older versions refuse keys they do not know).
+        "config": {k: v for k, v in config.model_dump(mode="json").items() if not (k in RETRIEVERS and v is None)},
         "counts": {"documents": stats.documents, "passages": writer.rows, "skipped_empty": stats.skipped_empty},
         "components": [],
     }
