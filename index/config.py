@@ -131,6 +131,25 @@ class DenseConfig(RetrieverConfig):
         return out
 
 
+class SpladeConfig(RetrieverConfig):
+    """A sentence-transformers `SparseEncoder` (SPLADE): passages as vocabulary-term weights in an inverted index,
+    scored by the dot product with the query's weights. Off unless configured."""
+
+    COMPONENT: ClassVar[str] = "index.splade:SpladeComponent"
+    RETRIEVER: ClassVar[str] = "retrieval.splade:SpladeRetriever"
+    QUERY_TIME: ClassVar[tuple[str, ...]] = ("batch_size", "device", "precision", "trust_remote_code", "top_k")
+
+    model: str = Field(description="a local SparseEncoder directory or a hub id, e.g. "
+                       "naver/splade-cocondenser-ensembledistil")
+    batch_size: int = Field(32, ge=1)
+    max_length: int | None = Field(None, ge=8, description="tokens; default: the model's own limit")
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = fp16 on CUDA, fp32 elsewhere; bf16 = fp32 weights under bf16 autocast",
+    )
+    trust_remote_code: bool = False
+
+
 class ChunkingConfig(StrictModel):
     max_words: int = Field(200, ge=8)
     overlap: int = Field(40, ge=0)
@@ -171,6 +190,7 @@ class BuildConfig(StrictModel):
     chunking: ChunkingConfig | None = None
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
+    splade: SpladeConfig | None = None
 
     def retrievers(self) -> dict[str, RetrieverConfig]:
         """The enabled first-stage retrievers, by name, in the order they are declared."""

@@ -24,6 +24,7 @@ from index.config import (
     CorpusConfig,
     DenseConfig,
     RetrieverConfig,
+    SpladeConfig,
     StrictModel,
     enabled_retrievers,
     retriever_name,
@@ -143,6 +144,7 @@ class FirstStageConfig(StrictModel):
 
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
+    splade: SpladeConfig | None = None
     fusion: FusionConfig = FusionConfig()
 
     def retrievers(self) -> dict[str, RetrieverConfig]:
