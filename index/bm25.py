@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.config import BM25Config
-from index.postings import Postings
+from index.postings import Postings, consistent
 
 STATS_FILE = "bm25.npz"
 VOCAB_FILE = "bm25_vocab.json"
@@ -106,8 +106,7 @@ class BM25Stats:
         vocab = json.loads(vocab_json.decode("utf-8"))
         n_terms, n_docs = len(vocab), arrays["doc_len"].shape[0]
         indptr, indices = arrays["indptr"], arrays["indices"]
-        if (indptr.shape != (n_terms + 1,) or indptr[-1] != indices.shape[0] or arrays["tf"].shape != indices.shape
-                or (indices.size and (indices.min() < 0 or indices.max() >= n_docs))):
+        if not consistent(indptr, indices, arrays["tf"], n_docs, n_terms):
             raise ValueError(f"{source}: BM25 arrays are inconsistent; rebuild the index")
         return cls(vocab, indptr, indices, arrays["tf"], arrays["doc_len"])
 

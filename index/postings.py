@@ -31,6 +31,17 @@ PART_POSTINGS = 1 << 20
 Multipliers = Sequence[float] | None
 
 
+def consistent(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, num_docs: int,
+               num_terms: int | None = None) -> bool:
+    """Whether arrays read from disk form postings over `num_docs` rows (and `num_terms` terms, if given):
+    what a loader checks before it trusts them."""
+    if indptr.ndim != 1 or len(indptr) < 1 or (num_terms is not None and len(indptr) != num_terms + 1):
+        return False
+    if indptr[0] != 0 or indptr[-1] != len(indices) or weights.shape != indices.shape or np.any(np.diff(indptr) < 0):
+        return False
+    return not indices.size or (indices.min() >= 0 and indices.max() < num_docs)
+
+
 class Postings:
     """Term postings with one weight each; safe to share between threads (read-only after construction)."""
 

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from index.components import Component
 from index.config import SpladeConfig
 from index.manifest import IndexFiles, Manifest
-from index.postings import Postings
+from index.postings import Postings, consistent
 
 SPLADE_FILE = "splade.npz"
 
@@ -124,9 +124,7 @@ class SpladeComponent(Component):
         with np.load(io.BytesIO(files.read_bytes(SPLADE_FILE)), allow_pickle=False) as z:
             indptr, indices, weights = z["indptr"], z["indices"], z["weights"]
             num_docs = int(z["num_docs"])
-        if (indptr.ndim != 1 or len(indptr) < 1 or indptr[0] != 0 or indptr[-1] != len(indices)
-                or weights.shape != indices.shape or np.any(np.diff(indptr) < 0)
-                or (indices.size and (indices.min() < 0 or indices.max() >= num_docs))):
+        if not consistent(indptr, indices, weights, num_docs):
             raise ValueError(f"{files.path / SPLADE_FILE}: SPLADE postings are inconsistent")
         return SpladeParts(Postings(indptr, indices, weights, num_docs), len(indptr) - 1)
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from index.documents import Document
+from index.documents import Document, model_text
 from index.extras import require
 from index.runtime.models import load_model
 
@@ -94,7 +94,7 @@ def pseudo_queries(docs: Iterable[Document], seed: int, titles: bool = True,
             if len(parts) >= 3:
                 sentence = rng.choice(parts[len(parts) // 2:])
                 rest = doc.text.replace(sentence, " ").strip()
-                out.append((sentence, doc.doc_id, f"{doc.title} {rest}".strip()))
+                out.append((sentence, doc.doc_id, model_text(doc.title, rest)))
     return out
 
 

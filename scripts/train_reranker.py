@@ -169,7 +169,8 @@ if __name__ == "__main__":
     p.add_argument("--max-steps", type=cli.Bounded(int, low=1, also=(-1,)), default=-1,
                    help="stop after this many steps (overrides --epochs; -1: no limit)")
     p.add_argument("--negatives", type=cli.non_negative_int, default=3, help="hard negatives per positive")
-    p.add_argument("--negatives-from", default="hybrid", choices=["bm25", "dense", "hybrid"])
+    p.add_argument("--negatives-from", default="hybrid", help="the first-stage stage whose candidates are mined for "
+                   "hard negatives (a retriever of the config, or hybrid)")
     p.add_argument("--candidates", type=cli.positive_int, default=30,
                    help="first-stage depth the negatives are sampled from")
     p.add_argument("--skip-top", type=cli.non_negative_int, default=0,

@@ -11,7 +11,9 @@ import pytest
 from tests.conftest import ROOT
 
 HEAVY = ("torch", "faiss", "transformers", "sentence_transformers", "openvino", "onnxruntime")
-LIGHT = ("retrieval.config", "retrieval.fusion", "rerank.config", "index.documents", "index.config")
+LIGHT = ("retrieval.config", "retrieval.fusion", "retrieval.scores", "rerank.config", "index.documents", "index.config",
+         "index.postings", "index.components", "index.runtime.models", "retrieval.retrievers", "retrieval.splade",
+         "index.splade")
 
 
 def _loaded_after(statement: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
