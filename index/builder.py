@@ -36,10 +36,11 @@ from index.config import RETRIEVERS, BuildConfig
 from index.documents import ReadStats, model_text, read_corpus
 from index.manifest import MANIFEST_FILE, IndexDirError, write_manifest
 from index.store import STORE_FILE, StoreWriter
+from index.version import library_version
 
 logger = logging.getLogger(__name__)
 
-LIBRARY_VERSION = "0.1.0"
+LIBRARY_VERSION = library_version()
 _RENAME_EXCHANGE = 2
 # Every name a build writes; what a rebuild may replace when the previous manifest is too damaged to list its files.
 _BUILD_FILES = frozenset({MANIFEST_FILE, STORE_FILE, *all_files()})
@@ -269,7 +270,7 @@ def _interrupted(target: Path, tmp: Path, new_build: os.stat_result | None) -> s
 
 def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | None = None,
                 encoder: Any | None = None, show_progress: bool = True,
-                models: dict[str, Any] | None = None) -> BuildReport:
+                models: dict[str, Any] | None = None, pipeline: dict[str, Any] | None = None) -> BuildReport:
     """Read `corpus`, build every enabled component, and put the index at `output` atomically.
 
     Parameters:
@@ -278,7 +279,9 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
         config: what to build (`BuildConfig`; a pipeline config's `build_config()`).
         encoder: an already loaded bi-encoder to build the dense component with (else loaded from the config).
         models: already loaded models by retriever name (`{"dense": encoder}` is what `encoder` sets).
-        show_progress: progress bars for reading and encoding.
+        show_progress: progress bars for reading and encoding (shown on a terminal only).
+        pipeline: the whole pipeline config to store in the index (`PipelineConfig.stored()`), which searching
+            the index without a config then uses.
     """
     config = config or BuildConfig()
     given = Path(output).expanduser().absolute()
@@ -295,7 +298,7 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
     try:
         tmp.mkdir()
         new_build = tmp.stat()
-        report = _build_into(Path(corpus), tmp, config, models, show_progress)
+        report = _build_into(Path(corpus), tmp, config, models, show_progress, pipeline)
         _refuse_foreign_entries(target)  # again: something saved into the index while the build ran
         previous = _swap_into_place(tmp, target)
         _test_pause("swapped")
@@ -315,8 +318,8 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
     return report
 
 
-def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, Any],
-                show_progress: bool) -> BuildReport:
+def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, Any], show_progress: bool,
+                pipeline: dict[str, Any] | None) -> BuildReport:
     stats = ReadStats()
     writer = StoreWriter(tmp, chunked=config.chunking is not None)
     components: list[Component] = [component_class(name)(name, cfg, models.get(name))
@@ -346,6 +349,8 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
         "counts": {"documents": stats.documents, "passages": writer.rows, "skipped_empty": stats.skipped_empty},
         "components": [],
     }
+    if pipeline is not None:
+        manifest["pipeline"] = pipeline
     for component in components:
         info = component.finish(tmp, show_progress)
         files += list(type(component).FILES)

@@ -27,22 +27,27 @@ def passage_doc_id(passage_id: str) -> str:
     return passage_id.rsplit("#", 1)[0]
 
 
+def passage_spans(text: str, config: ChunkingConfig) -> list[tuple[int, int]]:
+    """`(start, end)` character offsets in `text` of each passage `chunk_document` cuts it into: windows of
+    `max_words` words, `overlap` words shared between neighbours (the whole text when it is short enough)."""
+    # Word boundaries as two int arrays, not a tuple per word: a 20 MB document has millions of words.
+    starts, ends = array("q"), array("q")
+    for m in _WORD.finditer(text):
+        starts.append(m.start())
+        ends.append(m.end())
+    if len(starts) <= config.max_words:
+        return [(0, len(text))]
+    step = config.max_words - config.overlap
+    return [(starts[first], ends[min(first + config.max_words, len(starts)) - 1])
+            for first in range(0, len(starts) - config.overlap, step)]
+
+
 def chunk_document(doc: Document, config: ChunkingConfig | None) -> Iterator[Passage]:
     if config is None:
         yield Passage(doc.doc_id, doc.doc_id, doc.title, doc.text)
         return
-    # Word boundaries as two int arrays, not a tuple per word: a 20 MB document has millions of words.
-    starts, ends = array("q"), array("q")
-    for m in _WORD.finditer(doc.text):
-        starts.append(m.start())
-        ends.append(m.end())
-    if len(starts) <= config.max_words:
-        yield Passage(f"{doc.doc_id}#0", doc.doc_id, doc.title, doc.text)
-        return
-    step = config.max_words - config.overlap
-    for n, start in enumerate(range(0, len(starts) - config.overlap, step)):
-        last = min(start + config.max_words, len(starts)) - 1
-        yield Passage(f"{doc.doc_id}#{n}", doc.doc_id, doc.title, doc.text[starts[start] : ends[last]])
+    for n, (start, end) in enumerate(passage_spans(doc.text, config)):
+        yield Passage(f"{doc.doc_id}#{n}", doc.doc_id, doc.title, doc.text[start:end])
 
 
 def chunk_documents(docs: Iterable[Document], config: ChunkingConfig | None) -> Iterator[Passage]:

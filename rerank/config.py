@@ -12,6 +12,10 @@ from index.config import StrictModel
 class RerankConfig(StrictModel):
     model: str
     top_n: int = Field(50, ge=1, description="how many first-stage candidates are re-scored")
+    max_passages: int = Field(
+        4, ge=1, description="chunked indexes: how many of a candidate's retrieved passages are scored (its best "
+        "first-stage passage first); the document scores as its best (MaxP)",
+    )
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=8, description="tokens per pair; default: the model's own limit")
     device: str = "auto"

@@ -80,7 +80,10 @@ class CrossEncoderReranker:
         else:
             self.activation = None  # the model's own default
         self._lock = threading.Lock()
+        self._counts_lock = threading.Lock()
         self.last_truncated = 0
+        self.pairs_scored = 0
+        self.pairs_truncated = 0
 
     def _label_index(self, label: int | str | None) -> int:
         if label is None:
@@ -163,10 +166,12 @@ class CrossEncoderReranker:
         pairs = [(str(q)[:cap], str(p)[:cap]) for q, p in pairs]
         lengths = self.token_lengths(pairs)
         truncated = int((lengths > self.max_length).sum())
-        self.last_truncated = truncated
-        if truncated:
-            logger.info("%d of %d pairs were longer than max_length=%d tokens and were truncated",
-                        truncated, len(pairs), self.max_length)
+        with self._counts_lock:  # counted over the reranker's life; reported once by whoever runs it (notes())
+            self.last_truncated = truncated
+            self.pairs_scored += len(pairs)
+            self.pairs_truncated += truncated
+        logger.debug("%d of %d pairs were longer than max_length=%d tokens and were truncated",
+                     truncated, len(pairs), self.max_length)
         order = np.argsort(-lengths, kind="stable")
         bs = batch_size or self.config.batch_size
         kwargs: dict[str, Any] = {"batch_size": bs, "show_progress_bar": False, "convert_to_numpy": True}
@@ -198,15 +203,25 @@ class CrossEncoderReranker:
             out.append(item)
         return out
 
+    def notes(self) -> list[str]:
+        """What is worth saying once about the pairs scored so far (truncation), as one-line strings."""
+        with self._counts_lock:
+            scored, cut = self.pairs_scored, self.pairs_truncated
+        if not cut:
+            return []
+        return [f"reranker: {cut:,} of {scored:,} (query, passage) pairs ({cut / scored:.0%}) were longer than "
+                f"max_length={self.max_length} tokens and were cut to it (rerank.max_length sets it)"]
+
+    def score_passages(self, query: str, passages: Sequence[Sequence[str]],
+                       batch_size: int | None = None) -> list[np.ndarray]:
+        """Every passage of every document scored in one length-sorted run: one array per document."""
+        flat = [(query, p) for doc in passages for p in doc]
+        scores = self.predict(flat, batch_size=batch_size)
+        bounds = np.cumsum([0, *(len(doc) for doc in passages)])
+        return [scores[bounds[d] : bounds[d + 1]] for d in range(len(passages))]
+
     def score_documents(self, query: str, passages: Sequence[Sequence[str]],
                         batch_size: int | None = None) -> np.ndarray:
         """MaxP: every passage of every document is scored; a document scores as its best passage."""
-        flat = [(query, p) for doc in passages for p in doc]
-        scores = self.predict(flat, batch_size=batch_size)
-        out = np.full(len(passages), -np.inf, dtype=np.float32)
-        pos = 0
-        for d, doc in enumerate(passages):
-            if doc:
-                out[d] = scores[pos : pos + len(doc)].max()
-            pos += len(doc)
-        return out
+        per_doc = self.score_passages(query, passages, batch_size)
+        return np.array([s.max() if len(s) else -np.inf for s in per_doc], dtype=np.float32)

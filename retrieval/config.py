@@ -177,6 +177,15 @@ class PipelineConfig(StrictModel):
         return BuildConfig(corpus=self.index.corpus, chunking=self.index.chunking,
                            **{name: getattr(fs, name) for name in RETRIEVERS})
 
+    def stored(self) -> dict[str, Any]:
+        """The whole pipeline as an index stores it (`build_index(..., pipeline=...)`): every setting, query-time
+        and reranker included, without `index.path` (the index is wherever it is opened) and without retrievers
+        that are not configured."""
+        out = self.model_dump(mode="json")
+        out["index"].pop("path", None)
+        out["first_stage"] = {k: v for k, v in out["first_stage"].items() if not (k in RETRIEVERS and v is None)}
+        return out
+
     @classmethod
     def for_index(cls, built: BuildConfig) -> PipelineConfig:
         """A config that searches an index with the index's own build settings (no reranker)."""

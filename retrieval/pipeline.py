@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from index.chunking import passage_spans
 from index.directory import IndexDirectory
 from index.documents import model_text
 from index.manifest import IndexDirError
@@ -45,7 +46,29 @@ class StageScore:
 
 
 @dataclass
+class Passage:
+    """Where in a document a result matched: the passage's id (`docid#n`), its character offsets into the
+    document's `text` (`text[start:end]`), and its text."""
+
+    id: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
 class SearchResult:
+    """One ranked document.
+
+    `score` and `rank` are the final stage's. `stages` holds each stage's own score and rank for this document:
+    every retriever (`bm25`, `dense`, `splade`), `hybrid` (the fused list), `rerank` (the cross-encoder's own
+    score and its rank among the re-scored candidates; absent for a document below `rerank.top_n`) and, when the
+    pipeline reranks, `final` (the ranking returned: the reranker's score blended with the first stage's by
+    `rerank.interpolation`, the unscored candidates below; `score` and `rank` are this entry's). `passage` is
+    the best-matching passage of a chunked index (`None` otherwise); `passages` lists every passage that matched,
+    best first, when asked (`query(..., passages=True)`).
+    """
+
     doc_id: str
     score: float
     rank: int
@@ -53,6 +76,8 @@ class SearchResult:
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, StageScore] = field(default_factory=dict)
+    passage: Passage | None = None
+    passages: list[Passage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,10 +85,13 @@ class SearchResult:
 
 @dataclass
 class _Candidates:
-    """Per query: ranked (doc_id, score) lists per stage, and the passage rows seen for each document."""
+    """Per query: ranked (doc_id, score) lists per stage, the passage rows seen for each document, and each
+    stage's best passage row per document."""
 
     lists: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     rows: dict[str, list[int]] = field(default_factory=dict)
+    best: dict[str, dict[str, int]] = field(default_factory=dict)
+    own: list[tuple[str, float]] = field(default_factory=list)  # the reranker's own ranking of its head
 
 
 class SearchPipeline:
@@ -124,6 +152,31 @@ class SearchPipeline:
     @classmethod
     def from_config(cls, config: dict[str, Any] | PipelineConfig, base_dir: Path | None = None) -> SearchPipeline:
         return cls(load_config(config, base_dir=base_dir))
+
+    @classmethod
+    def from_index(cls, path: str | Path, config: str | Path | dict[str, Any] | PipelineConfig | None = None,
+                   **kwargs: Any) -> SearchPipeline:
+        """The pipeline an index was built for: the config stored in it (query-time settings and reranker
+        included), or `config` instead, whose build-time settings must then agree with the index (any that
+        disagrees is refused, naming it), so only query-time settings and the reranker can differ.
+
+        Parameters:
+            path: the index directory.
+            config: a YAML path, dict or `PipelineConfig` to search with instead of the stored one.
+            kwargs: passed to `SearchPipeline` (`encoder=`, `reranker=`, `models=`).
+
+        Example:
+            >>> pipe = SearchPipeline.from_index("/tmp/idx/scifact")  # doctest: +SKIP
+            >>> pipe.query("vitamin D and cancer", top_k=3)  # doctest: +SKIP
+        """
+        path = Path(path).expanduser().resolve()
+        index = IndexDirectory.load(path)
+        if config is not None:
+            chosen = load_config(config)
+        else:
+            chosen = stored_config(index)
+        chosen.index.path = path
+        return cls(chosen, index=index, **kwargs)
 
     @property
     def stages(self) -> list[str]:
@@ -189,19 +242,31 @@ class SearchPipeline:
 
     # -- stages ---------------------------------------------------------------------------------------------
 
-    def _to_docs(self, hits: tuple[np.ndarray, np.ndarray], k: int, cand: _Candidates) -> list[tuple[str, float]]:
-        """Passage hits to documents (a document scores as its best passage)."""
+    def _to_docs(self, hits: tuple[np.ndarray, np.ndarray], k: int, cand: _Candidates,
+                 stage: str) -> list[tuple[str, float]]:
+        """Passage hits to documents (a document scores as its best passage, which is remembered)."""
         rows, scores = hits
         best: dict[str, float] = {}
+        best_row = cand.best.setdefault(stage, {})
         row_doc = self.index.store.row_doc_ids
         for row, score in zip(rows.tolist(), scores.tolist()):
             doc_id = row_doc[row]
             if doc_id not in best:
                 best[doc_id] = score
+                best_row[doc_id] = row
             seen = cand.rows.setdefault(doc_id, [])
             if row not in seen:
                 seen.append(row)
         return list(best.items())[:k]
+
+    def _fused_best(self, cand: _Candidates) -> None:
+        """A fused document's best passage: the one of the retriever that ranks the document highest."""
+        ranks = {r.name: {d: i for i, (d, _) in enumerate(cand.lists[r.name])} for r in self.retrievers
+                 if r.name in cand.lists}
+        best = cand.best.setdefault(FUSED, {})
+        for doc_id, _ in cand.lists.get(FUSED, []):
+            name = min((n for n in ranks if doc_id in ranks[n]), key=lambda n: ranks[n][doc_id])
+            best[doc_id] = cand.best[name][doc_id]
 
     def _first_stage(self, texts: list[str], stage: str) -> list[_Candidates]:
         out = [_Candidates() for _ in texts]
@@ -212,7 +277,7 @@ class SearchPipeline:
         for retriever in wanted:
             k = retriever.config.top_k
             for i, hits in zip(active, retriever.search_batch(todo, k * factor)):
-                out[i].lists[retriever.name] = self._to_docs(hits, k, out[i])
+                out[i].lists[retriever.name] = self._to_docs(hits, k, out[i], retriever.name)
         if len(self.retrievers) > 1 and stage in (FUSED, RERANK):
             fusion = self.config.first_stage.fusion
             for cand in out:
@@ -226,20 +291,37 @@ class SearchPipeline:
                     weights = fusion.weights or dict.fromkeys(parts, 1 / len(self.retrievers))
                     fused = weighted(parts, weights, fusion.normalization)
                 cand.lists[FUSED] = fused[: fusion.top_k]
+                if self._chunked:
+                    self._fused_best(cand)
         return out
 
     def _rerank(self, query: str, cand: _Candidates) -> None:
+        cfg = self.config.rerank
         first = cand.lists.get(self.first_stage, [])
-        head = first[: self.config.rerank.top_n if self.config.rerank is not None else 50]
+        head = first[: cfg.top_n if cfg is not None else 50]
         if not head:
             cand.lists[RERANK] = []
             return
-        rows = {d: cand.rows.get(d, [])[: (4 if self._chunked else 1)] for d, _ in head}
+        # Every retrieved passage of a candidate, its first-stage best first, up to rerank.max_passages.
+        limit = (cfg.max_passages if cfg is not None else 4) if self._chunked else 1
+        best = cand.best.get(self.first_stage, {})
+        rows = {}
+        for d, _ in head:
+            seen = cand.rows.get(d, [])
+            top = best.get(d)
+            rows[d] = ([top] + [r for r in seen if r != top] if top is not None else list(seen))[:limit]
         texts = self.index.store.passage_texts([r for rs in rows.values() for r in rs])
         docs = self.index.store.get(d for d, _ in head)
         passages = [[model_text(docs[d]["title"], texts[r]) for r in rows[d]] for d, _ in head]
-        scores = self.reranker.score_documents(query, passages)
-        interpolation = self.config.rerank.interpolation if self.config.rerank is not None else 0.0
+        if hasattr(self.reranker, "score_passages"):
+            per_doc = self.reranker.score_passages(query, passages)
+            scores = np.array([p.max() if len(p) else -np.inf for p in per_doc], dtype=np.float64)
+            cand.best[RERANK] = {d: rows[d][int(np.argmax(p))] for (d, _), p in zip(head, per_doc) if len(p)}
+        else:  # a stand-in reranker with only the document-level call
+            scores = np.asarray(self.reranker.score_documents(query, passages), dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")
+        cand.own = [(head[i][0], float(scores[i])) for i in order]
+        interpolation = cfg.interpolation if cfg is not None else 0.0
         cand.lists[RERANK] = rerank_list(first, scores, interpolation)
 
     def _run(self, texts: list[str], stage: str) -> list[_Candidates]:
@@ -263,11 +345,21 @@ class SearchPipeline:
         cands = self._run(texts, stage)
         return [c.lists.get(stage, [])[:top_k] for c in cands]
 
-    def query(self, text: str, top_k: int | None = None) -> list[SearchResult]:
-        """Ranked results for one query; an empty or whitespace-only query returns []."""
-        return self.query_batch([text], top_k=top_k, _single=True)[0]
+    def query(self, text: str, top_k: int | None = None, passages: bool = False) -> list[SearchResult]:
+        """Ranked results for one query; an empty or whitespace-only query returns [].
 
-    def query_batch(self, texts: Sequence[str], top_k: int | None = None,
+        Parameters:
+            text: the query.
+            top_k: how many results (default: the config's `output.top_k`).
+            passages: also list every matched passage of each result (`SearchResult.passages`; chunked indexes).
+
+        Example:
+            >>> pipe = SearchPipeline.from_index("/tmp/idx/scifact")  # doctest: +SKIP
+            >>> [(r.doc_id, r.stages["final"].rank) for r in pipe.query("vitamin D", top_k=2)]  # doctest: +SKIP
+        """
+        return self.query_batch([text], top_k=top_k, passages=passages, _single=True)[0]
+
+    def query_batch(self, texts: Sequence[str], top_k: int | None = None, passages: bool = False,
                     _single: bool = False) -> list[list[SearchResult]]:
         """Results for many queries (batched encoding). A non-string anywhere raises TypeError naming its
         position before any work is done; empty queries get []."""
@@ -277,19 +369,65 @@ class SearchPipeline:
         cands = self._run(clean, stage)
         wanted: list[list[str]] = [[d for d, _ in c.lists.get(stage, [])[:top_k]] for c in cands]
         docs = self.index.store.get(d for ids in wanted for d in ids)
-        return [self._results(c, ids, docs, stage) for c, ids in zip(cands, wanted)]
+        return [self._results(c, ids, docs, stage, passages) for c, ids in zip(cands, wanted)]
 
-    def _results(self, cand: _Candidates, ids: list[str], docs: dict[str, dict], stage: str) -> list[SearchResult]:
-        stage_maps = {name: {d: (s, r) for r, (d, s) in enumerate(lst, start=1)} for name, lst in cand.lists.items()}
-        final = stage_maps.get(stage, {})
+    def notes(self) -> list[str]:
+        """What is worth reporting once about the queries run so far (e.g. the reranker's truncation counts),
+        as one-line strings: a command logs them at its end, instead of a line per query."""
+        notes = getattr(self.reranker, "notes", None)
+        return list(notes()) if notes is not None else []
+
+    def _results(self, cand: _Candidates, ids: list[str], docs: dict[str, dict], stage: str,
+                 all_passages: bool) -> list[SearchResult]:
+        lists = dict(cand.lists)
+        if stage == RERANK:  # the reranker's own view, then the ranking returned
+            lists[RERANK], lists["final"] = cand.own, cand.lists.get(RERANK, [])
+        stage_maps = {name: {d: (s, r) for r, (d, s) in enumerate(lst, start=1)} for name, lst in lists.items()}
+        final = stage_maps.get(stage if stage != RERANK else "final", {})
+        best = cand.best.get(stage, {}) or cand.best.get(self.first_stage, {})
         out = []
         for doc_id in ids:
             doc = docs[doc_id]
             stages = {name: StageScore(float(m[doc_id][0]), m[doc_id][1])
                       for name, m in stage_maps.items() if doc_id in m}
             score, rank = final[doc_id]
-            out.append(SearchResult(doc_id, float(score), rank, doc["title"], doc["text"], doc["metadata"], stages))
+            result = SearchResult(doc_id, float(score), rank, doc["title"], doc["text"], doc["metadata"], stages)
+            if self._chunked:
+                rows = cand.rows.get(doc_id, [])
+                top = best.get(doc_id, rows[0] if rows else None)
+                if top is not None:
+                    ordered = [top] + [r for r in rows if r != top] if all_passages else [top]
+                    found = self._passages(doc["text"], ordered)
+                    result.passage = found[0]
+                    result.passages = found if all_passages else []
+            out.append(result)
         return out
+
+    def _passages(self, text: str, rows: list[int]) -> list[Passage]:
+        """The passages at `rows` of one document, with their offsets into its text."""
+        spans = passage_spans(text, self.index.build_config.chunking)
+        out = []
+        for row in rows:
+            passage_id = self.index.store.passage_ids[row]
+            start, end = spans[int(passage_id.rsplit("#", 1)[1])]
+            out.append(Passage(passage_id, start, end, text[start:end]))
+        return out
+
+
+def stored_config(index: IndexDirectory) -> PipelineConfig:
+    """The pipeline config stored in `index` at build time; for an index built before indexes stored one, its
+    build settings with no reranker (and a one-line note)."""
+    stored = index.manifest.get("pipeline")
+    if stored is None:
+        logger.warning("%s stores no pipeline config (built before indexes kept one): searching with its build "
+                       "settings and no reranker; pass a config to choose another, or rebuild to store one",
+                       index.path)
+        return PipelineConfig.for_index(index.build_config)
+    try:
+        return load_config(stored)
+    except ConfigError as exc:
+        raise IndexDirError(f"{index.path}: the pipeline config stored in manifest.json is not valid "
+                            f"({' '.join(str(exc).split())[:300]}); pass a config, or rebuild the index") from None
 
 
 def _settings(differences: list[tuple[str, Any, Any]], side: int) -> str:

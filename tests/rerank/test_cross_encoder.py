@@ -82,9 +82,16 @@ def test_truncation_is_counted_and_logged(tiny_cross_encoder, caplog):
     pairs = [(QUERY, d) for d in DOCS]
     with caplog.at_level(logging.INFO, logger="rerank.cross_encoder"):
         rr.predict(pairs)
+    assert not caplog.text  # quiet per call: a command reports the total once (notes())
+    with caplog.at_level(logging.DEBUG, logger="rerank.cross_encoder"):
+        rr.predict(pairs)
     assert rr.last_truncated == int((rr.token_lengths(pairs) > 16).sum())
     assert rr.last_truncated >= 3
     assert f"{rr.last_truncated} of 5 pairs were longer than max_length=16" in caplog.text
+    assert rr.pairs_scored == 10 and rr.pairs_truncated == 2 * rr.last_truncated
+    assert rr.notes() == [f"reranker: {rr.pairs_truncated} of 10 (query, passage) pairs "
+                          f"({rr.pairs_truncated / 10:.0%}) were longer than max_length=16 tokens and were cut to it "
+                          "(rerank.max_length sets it)"]
 
 
 def test_empty_input(reranker):

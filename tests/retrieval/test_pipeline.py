@@ -94,8 +94,12 @@ def test_rerank_stage_keeps_first_stage_scores(sample_index, tiny_bi_encoder, ti
     assert pipe.stages == ["bm25", "dense", "hybrid", "rerank"]
     results = pipe.query("how do vaccines work", top_k=8)
     assert len(results) == 8
-    assert all("rerank" in r.stages and "hybrid" in r.stages for r in results)
-    assert [r.stages["rerank"].rank for r in results] == list(range(1, 9))
+    assert all("final" in r.stages and "hybrid" in r.stages for r in results)
+    assert [r.stages["final"].rank for r in results] == [r.rank for r in results] == list(range(1, 9))
+    assert all(r.stages["final"].score == r.score for r in results)
+    # rerank: the cross-encoder's own score and rank, for the re-scored head only (interpolation 0: same order)
+    assert [r.stages["rerank"].rank for r in results[:5]] == list(range(1, 6))
+    assert all("rerank" not in r.stages for r in results[5:])
     # the top_n re-scored candidates come first; the rest keep their first-stage order below them
     head = {d for d, _ in pipe.retrieve(["how do vaccines work"], stage="hybrid", top_k=5)[0]}
     assert {r.doc_id for r in results[:5]} == head
