@@ -23,18 +23,17 @@ import shutil
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from index.chunking import chunk_document
 from index.components import Component, all_files, component_class
 from index.config import RETRIEVERS, BuildConfig
 from index.documents import ReadStats, model_text, read_corpus
 from index.manifest import MANIFEST_FILE, IndexDirError, write_manifest
+from index.progress import bar
 from index.store import STORE_FILE, StoreWriter
 from index.version import library_version
 
@@ -64,6 +63,7 @@ class BuildReport:
     skipped_empty: int
     seconds: float
     bytes_on_disk: int
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase: reading, then each component
 
 
 def _temp_name(target: Path, kind: str) -> Path:
@@ -325,8 +325,10 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
     components: list[Component] = [component_class(name)(name, cfg, models.get(name))
                                    for name, cfg in config.retrievers().items()]
     docs = read_corpus(corpus, config.corpus, stats)
+    phases: dict[str, float] = {}
+    start = time.perf_counter()
     try:
-        for doc in tqdm(docs, desc="reading", unit="doc", disable=not show_progress):
+        for doc in bar(docs, "reading documents", "doc", show=show_progress):
             passages = list(chunk_document(doc, config.chunking))
             writer.add(doc, passages)
             for p in passages:
@@ -338,6 +340,7 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
         # An open handle would keep the deleted store's space in use, and a full disk full.
         writer.conn.close()
         raise
+    phases["read"] = time.perf_counter() - start
     _test_pause("read")
     manifest: dict = {
         "library_version": LIBRARY_VERSION,
@@ -352,7 +355,9 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
     if pipeline is not None:
         manifest["pipeline"] = pipeline
     for component in components:
+        start = time.perf_counter()
         info = component.finish(tmp, show_progress)
+        phases[component.name] = time.perf_counter() - start
         files += list(type(component).FILES)
         manifest["components"].append(component.name)
         for key, value in info.items():
@@ -361,6 +366,8 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
             else:
                 manifest[key] = value
         _test_pause(component.name)
+    start = time.perf_counter()
     write_manifest(tmp, manifest, files)
+    phases["manifest"] = time.perf_counter() - start
     _test_pause("manifest")
-    return BuildReport(tmp, stats.documents, writer.rows, stats.skipped_empty, 0.0, 0)
+    return BuildReport(tmp, stats.documents, writer.rows, stats.skipped_empty, 0.0, 0, phases)

@@ -24,6 +24,7 @@ from index.analyzer import Analyzer
 from index.bm25 import STATS_FILE, VOCAB_FILE, BM25Stats
 from index.config import RETRIEVERS, BM25Config, BuildConfig, DenseConfig, RetrieverConfig, retriever_type
 from index.manifest import FileReader, IndexFiles, Manifest
+from index.progress import bar
 
 
 class Component:
@@ -97,7 +98,7 @@ class BM25Component(Component):
         self.tokens.append([terms.setdefault(t, t) for t in self.analyzer.tokenize(text)])
 
     def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
-        stats = BM25Stats.build(self.tokens)
+        stats = BM25Stats.build(bar(self.tokens, f"{self.name}: counting terms", "passage", show=show_progress))
         self.tokens, self.terms = [], {}
         stats.save(directory)
         return {"counts": {"vocabulary": len(stats.vocab)}}

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -19,8 +20,12 @@ import numpy as np
 import torch
 
 from index.config import DenseConfig, FaissConfig
+from index.progress import bar
+from index.runtime.batches import st_batches
 from index.runtime.device import apply_precision, autocast, char_cap, placement
 from index.runtime.models import load_model, resolve_model
+
+logger = logging.getLogger(__name__)
 
 FAISS_FILE = "faiss.index"
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -64,18 +69,14 @@ class Encoder:
         transformer.to("meta")  # the weights now live in the compiled model
         return runner
 
-    def _encode_openvino(self, texts: list[str], show_progress: bool) -> np.ndarray:
+    def _encode_openvino(self, texts: list[str], show_progress: bool, desc: str) -> np.ndarray:
         """Length-sorted batches through the compiled transformer, then the model's own pooling/normalize."""
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        starts = range(0, len(texts), self.config.batch_size)
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="Batches", unit="batch")
+        bs = self.config.batch_size
+        batches = [order[s : s + bs] for s in range(0, len(texts), bs)]
         tail = list(self.model)[1:]
-        for start in starts:
-            idx = order[start : start + self.config.batch_size]
+        for idx in bar(batches, desc, "batch", show=show_progress):
             features = self.model.preprocess([texts[i] for i in idx])
             features["token_embeddings"] = torch.from_numpy(self._ov(features))
             for module in tail:
@@ -87,22 +88,31 @@ class Encoder:
     def max_chars(self) -> int:
         return char_cap(self.model.max_seq_length)
 
-    def encode(self, texts: Sequence[str], *, prefix: str = "", show_progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, prefix: str = "", show_progress: bool = False,
+               desc: str = "dense: encoding") -> np.ndarray:
         cap = self.max_chars
         texts = [prefix + t[:cap] for t in texts]
         if self._ov is not None:
             with self._lock, torch.inference_mode():
-                return self._encode_openvino(texts, show_progress)
+                return self._encode_openvino(texts, show_progress, desc)
+        bs = self.config.batch_size
         with self._lock, torch.inference_mode(), autocast(self.device, self.dtype):
-            emb = self.model.encode(texts, batch_size=self.config.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=show_progress)
+            if not show_progress or len(texts) <= bs:
+                emb = self.model.encode(texts, batch_size=bs, normalize_embeddings=True, convert_to_numpy=True,
+                                        show_progress_bar=False)
+            else:  # the model's own batches, one call each, under a bar that says what it encodes
+                emb = np.empty((len(texts), self.dim), dtype=np.float32)
+                for rows in bar(st_batches(self.model, texts, bs), desc, "batch"):
+                    emb[rows] = self.model.encode([texts[i] for i in rows], batch_size=bs, normalize_embeddings=True,
+                                                  convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(emb, dtype=np.float32).reshape(len(texts), self.dim)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         return self.encode(queries, prefix=self.config.query_prefix)
 
     def encode_documents(self, texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
-        return self.encode(texts, prefix=self.config.document_prefix, show_progress=show_progress)
+        return self.encode(texts, prefix=self.config.document_prefix, show_progress=show_progress,
+                           desc="dense: encoding passages")
 
 
 def build_faiss(embeddings: np.ndarray, config: FaissConfig) -> faiss.Index:
@@ -120,6 +130,8 @@ def build_faiss(embeddings: np.ndarray, config: FaissConfig) -> faiss.Index:
     else:  # sq8
         index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, metric)
         index.train(embeddings)
+    # One add: HNSW inserts a batch level by level, so adding in blocks (for a progress bar) would build another graph.
+    logger.info("dense: building the FAISS %s index over %s vectors", config.type, f"{n:,}")
     index.add(embeddings)
     return index
 

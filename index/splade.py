@@ -30,6 +30,8 @@ from index.components import Component
 from index.config import SpladeConfig
 from index.manifest import IndexFiles, Manifest
 from index.postings import Postings, consistent
+from index.progress import bar
+from index.runtime.batches import st_batches
 
 SPLADE_FILE = "splade.npz"
 
@@ -77,13 +79,21 @@ class SparseEncoderModel:
             return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
         texts = [t[: self.cap] for t in texts]
         encode = self.model.encode_query if query else self.model.encode_document
+        bs = self.config.batch_size
+        batches = st_batches(self.model, texts, bs) if show_progress else [np.arange(len(texts))]
+        rows_out, cols_out, values_out = [], [], []
         with self._lock, self._inference(), self._autocast():
-            emb = encode(texts, batch_size=self.config.batch_size, convert_to_tensor=True,
-                         convert_to_sparse_tensor=True, show_progress_bar=show_progress)
-            emb = emb.coalesce().cpu()  # inference tensors are only usable inside inference mode
-            rows, cols = emb.indices().numpy()
-            values = emb.values().float().numpy()
-        return sp.csr_matrix((values, (rows, cols)), shape=(len(texts), self.vocab_size), dtype=np.float32)
+            for rows in bar(batches, f"splade: encoding {'queries' if query else 'passages'}", "batch",
+                            show=show_progress):
+                emb = encode([texts[i] for i in rows], batch_size=bs, convert_to_tensor=True,
+                             convert_to_sparse_tensor=True, show_progress_bar=False)
+                emb = emb.coalesce().cpu()  # inference tensors are only usable inside inference mode
+                local, cols = emb.indices().numpy()
+                rows_out.append(rows[local])
+                cols_out.append(cols)
+                values_out.append(emb.values().float().numpy())
+        return sp.csr_matrix((np.concatenate(values_out), (np.concatenate(rows_out), np.concatenate(cols_out))),
+                             shape=(len(texts), self.vocab_size), dtype=np.float32)
 
 
 class SpladeParts:

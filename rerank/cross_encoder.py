@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from index.extras import require
+from index.progress import bar
 from index.runtime.device import apply_precision, autocast, char_cap, pick_device, placement
 from index.runtime.models import load_model, resolve_model
 from rerank.config import RerankConfig
@@ -178,11 +179,7 @@ class CrossEncoderReranker:
         if self.activation is not None:
             kwargs["activation_fn"] = self.activation
         scores = np.empty(len(pairs), dtype=np.float32)
-        starts = range(0, len(order), bs)
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="reranking", unit="batch")
+        starts = bar(range(0, len(order), bs), "reranking", "batch", show=show_progress)
         with self._lock, torch.inference_mode(), autocast(self.device, self.dtype):
             for start in starts:
                 idx = order[start : start + bs]

@@ -34,6 +34,7 @@ class EvaluationResult:
     seconds: dict[str, float] = field(default_factory=dict)
     issues: dict[str, int] = field(default_factory=dict)
     ignore_identical_ids: bool = False
+    notes: list[str] = field(default_factory=list)  # the pipeline's one-line reports (reranker truncation, ...)
 
     @property
     def stages(self) -> list[str]:
@@ -51,11 +52,12 @@ class EvaluationResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape: dataset, split, num_queries, stages -> metric -> mean, seconds, issues."""
+        """The JSON shape: dataset, split, num_queries, stages -> metric -> mean, seconds, issues, notes."""
         stages = {s: {m: round(float(v), 6) for m, v in row.items() if not pd.isna(v)}
                   for s, row in self.table().iterrows()}
         return {"dataset": self.dataset, "split": self.split, "num_queries": self.num_queries, "stages": stages,
-                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}, "issues": dict(self.issues)}
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}, "issues": dict(self.issues),
+                "notes": list(self.notes)}
 
     def compare(self, a: str, b: str, metric: str = "ndcg@10",
                 method: Literal["t-test", "randomization"] = "t-test", alpha: float = 0.05) -> Significance:

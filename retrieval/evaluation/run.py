@@ -13,8 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
-
+from index.progress import bar as progress
 from retrieval.evaluation.errors import EvaluationError
 from retrieval.evaluation.metrics import DEFAULT_METRICS, Run, parse_metric, score_run
 from retrieval.evaluation.result import EvaluationResult
@@ -86,7 +85,7 @@ def evaluate(pipeline: SearchPipeline, dataset: BeirDataset, stages: Sequence[st
     for stage in stages:
         start = time.perf_counter()
         run: Run = {}
-        with tqdm(total=len(qids), desc=stage, unit="query", disable=not show_progress) as bar:
+        with progress(None, f"evaluating {stage}", "query", show=show_progress, total=len(qids)) as bar:
             for i in range(0, len(qids), batch_size):
                 batch = qids[i: i + batch_size]
                 lists = pipeline.retrieve([dataset.queries[q] for q in batch], stage=stage)
@@ -105,4 +104,6 @@ def evaluate(pipeline: SearchPipeline, dataset: BeirDataset, stages: Sequence[st
         result.runs[stage] = run
         logger.info("%s: %s (%.1f s)", stage, ", ".join(f"{m}={per_q[m].mean():.4f}" for m in kept),
                     result.seconds[stage])
+    notes = getattr(pipeline, "notes", None)  # a stand-in pipeline may have none
+    result.notes = list(notes()) if notes is not None else []
     return result

@@ -308,3 +308,19 @@ def test_every_writer_s_disk_full_error_is_recognised(small_disk):
     assert [builder._disk_full_errno(e) for e in raised] == [errno.ENOSPC] * 6
     assert builder._disk_full_errno(RuntimeError("no space here")) is None
     raised.clear()
+
+
+def test_the_report_times_each_phase(tmp_path, tiny_bi_encoder):
+    config = load_config(pipeline_config(tmp_path / "idx", tiny_bi_encoder)).build_config()
+    report = build_index(SAMPLE_CORPUS, tmp_path / "idx", config, show_progress=False)
+    assert list(report.phases) == ["read", "bm25", "dense", "manifest"]
+    assert all(s >= 0 for s in report.phases.values()) and sum(report.phases.values()) <= report.seconds
+
+
+def test_encoding_under_a_progress_bar_gives_the_same_bits(tiny_bi_encoder):
+    from index.config import DenseConfig
+
+    texts = [json.loads(line)["text"] for line in SAMPLE_CORPUS.read_text().splitlines()]
+    encoder = Encoder(str(tiny_bi_encoder), DenseConfig(model=str(tiny_bi_encoder), batch_size=4))
+    # the bar's loop feeds the model the batches its own encode() would form, so no vector moves by a bit
+    np.testing.assert_array_equal(encoder.encode(texts, show_progress=True), encoder.encode(texts))
