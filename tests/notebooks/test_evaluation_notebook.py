@@ -39,12 +39,18 @@ def outputs_text(cell) -> str:
     return "\n".join(parts)
 
 
-def test_notebook_runs_on_a_tiny_cut(tmp_path, kernel, monkeypatch, sample_index, tiny_bi_encoder):
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-paths", "paths-relative-to-the-repo"])
+def test_notebook_runs_on_a_tiny_cut(tmp_path, kernel, monkeypatch, sample_index, tiny_bi_encoder, relative):
+    import os
+
     data = write_beir(tmp_path / "tiny")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(pipeline_config(tmp_path / "unused", tiny_bi_encoder)))
-    for name, value in {"EVAL_DATASET": data, "EVAL_CONFIG": config, "EVAL_INDEX": sample_index,
-                        "EVAL_CACHE_DIR": tmp_path / "cache", "EVAL_MAX_QUERIES": 5}.items():
+    paths = {"EVAL_DATASET": data, "EVAL_CONFIG": config, "EVAL_INDEX": sample_index,
+             "EVAL_CACHE_DIR": tmp_path / "cache"}
+    if relative:  # as a user writes them from the repository root, while the kernel runs in notebooks/
+        paths = {name: os.path.relpath(value, ROOT) for name, value in paths.items()}
+    for name, value in {**paths, "EVAL_MAX_QUERIES": 5}.items():
         monkeypatch.setenv(name, str(value))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, kernel_name=kernel, timeout=300, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
