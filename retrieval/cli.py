@@ -1,8 +1,16 @@
-"""What every script shares: logging set-up, `--debug`, `--json`, and one-line errors instead of tracebacks."""
+"""The `twostage` command, and what its subcommands (`retrieval/commands/`) and the scripts share: logging
+set-up, `--debug`, `--quiet`, `--json`, bounded number types, strict JSON, terminal-safe tables, and one-line
+errors instead of tracebacks.
+
+Each subcommand is a module of `retrieval.commands` with `SUMMARY` (one line), `EXAMPLES` (its options in an
+example command line each), `add_arguments(parser)` and `run(args) -> int`; `scripts/<name>.py` runs the same
+module through `script()`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import math
@@ -10,7 +18,9 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
 
 import numpy as np
 from pydantic import ValidationError
@@ -19,18 +29,91 @@ from index.documents import CorpusError
 from index.extras import MissingExtraError
 from index.manifest import IndexDirError
 from index.runtime.models import ModelNotAvailableError
+from index.version import library_version
+from retrieval.commands.snippet import result_text, snippet
 from retrieval.config import ConfigError
 
+# The checkout (the project is installed editable): where the default configs and the sample corpus are.
+ROOT = Path(__file__).resolve().parent.parent
+# `twostage` subcommand -> its module in retrieval.commands, in the order `twostage --help` lists them.
+COMMANDS = {"build": "build", "search": "search", "eval": "evaluate", "train-reranker": "train_reranker",
+            "tune-fusion": "tune_fusion", "bench": "benchmark", "demo": "demo"}
 # OSError covers missing files, permissions, a path under a regular file, a full disk: all the user's to fix.
 EXPECTED_ERRORS = (ConfigError, CorpusError, IndexDirError, ModelNotAvailableError, MissingExtraError,
                    ValidationError, ValueError, TypeError, OSError)
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info logging")
+
+
+def parser(description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """A script's parser: `--debug` and `--quiet`, the description, and an epilog shown as written."""
+    p = argparse.ArgumentParser(description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_options(p)
     return p
+
+
+def command(name: str) -> ModuleType:
+    """The module of `twostage <name>` (a key of `COMMANDS`)."""
+    return importlib.import_module(f"retrieval.commands.{COMMANDS[name]}")
+
+
+def examples(module: ModuleType, shown_as: str) -> str:
+    """A command's `EXAMPLES` as an epilog: one command line each, run as `shown_as`."""
+    lines = [f"{shown_as} {options}".rstrip() for options in module.EXAMPLES]
+    return f"example{'s' if len(lines) > 1 else ''}:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def script(module: ModuleType) -> None:
+    """`python scripts/<name>.py`: the command's options on a parser of the script's own, then `run`. Usage errors
+    are argparse's (`<script>: error: ...` after the usage line)."""
+    p = parser(module.SUMMARY, examples(module, f"python scripts/{Path(sys.argv[0]).name}"))
+    module.add_arguments(p)
+    run(module.run, p.parse_args())
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """`twostage`'s parsers: a usage error is one `error:` line and a pointer to the help, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\nsee: {self.prog} --help\n")
+
+
+def twostage_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `twostage` parser and one subparser per command (each with its examples)."""
+    modules = {name: command(name) for name in COMMANDS}
+    first = "\n".join(f"  twostage {name} {m.EXAMPLES[0]}".rstrip() for name, m in modules.items())
+    top = _OneLineParser(prog="twostage", formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Two-stage retrieve-and-rerank search: BM25, dense and SPLADE retrievers, "
+                                     "fused, then a cross-encoder reranker.",
+                         epilog=f"examples:\n{first}\n\n'twostage COMMAND --help' lists a command's options "
+                                "and more examples.")
+    top.add_argument("--version", action="version", version=f"twostage {library_version()}")
+    sub = top.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    subs = {}
+    for name, module in modules.items():
+        p = sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY,
+                           epilog=examples(module, f"twostage {name}"),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_common_options(p)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
+        subs[name] = p
+    return top, subs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `twostage` command (the `[project.scripts]` entry point)."""
+    top, subs = twostage_parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:  # named by the command's parser, so that the hint points at that command's options
+        subs.get(args.command, top).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        top.error(f"no command given; choose one of: {', '.join(COMMANDS)}")
+    run(args.handler, args)
 
 
 @dataclass(frozen=True)
@@ -173,17 +256,25 @@ def terminal_safe(text: str) -> str:
     return text.translate(_ESCAPED)
 
 
-def format_results(query: str, hits: list, stages: list[str]) -> str:
-    """A human-readable table: final rank and score, then each stage's score and rank. Ids, titles and the query
-    are shown through `terminal_safe`, so any of them is one line of inert text."""
+def format_results(query: str, hits: list, stages: list[str], matches: Callable[[str], bool] | None = None,
+                   bold: bool = False) -> str:
+    """A human-readable table: final rank and score, then each stage's score and rank, the title and, given
+    `matches` (`snippet.term_matcher`), a snippet of the matching passage with the query's terms marked (bold:
+    in bold, else `[term]`). Ids, titles, snippets and the query are shown through `terminal_safe`, so each
+    result is one line of inert text."""
     lines = [f"\nquery: {terminal_safe(query)}"]
     if not hits:
         return "\n".join([*lines, "  (no results)"])
-    lines.append(f"  {'rank':>4}  {'doc_id':<18} {'score':>9}  " + "  ".join(f"{s:>14}" for s in stages) + "  title")
+    header = "title | snippet" if matches is not None else "title"
+    lines.append(f"  {'rank':>4}  {'doc_id':<18} {'score':>9}  " + "  ".join(f"{s:>14}" for s in stages)
+                 + f"  {header}")
     for r in hits:
         cols = "  ".join(f"{r.stages[s].score:>9.3f} #{r.stages[s].rank:<3}" if s in r.stages else f"{'-':>14}"
                          for s in stages)
         # A title (or the text standing in for one) is prose: its line breaks and tabs are spaces here.
         title = terminal_safe(" ".join((r.title or r.text)[:60].split()))
+        if matches is not None:
+            shown = snippet(result_text(r), matches, terminal_safe, bold)
+            title = f"{title} | {shown}" if r.title else shown
         lines.append(f"  {r.rank:>4}  {terminal_safe(r.doc_id)[:18]:<18} {r.score:>9.4f}  {cols}  {title}")
     return "\n".join(lines)

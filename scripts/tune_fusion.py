@@ -1,74 +1,7 @@
-"""Compare fusion settings on a training split (never the test split) and print nDCG@10 for each.
+"""`twostage tune-fusion` as a script (same options and output): retrieval/commands/tune_fusion.py."""
 
-    python scripts/tune_fusion.py --dataset ../shared/datasets/scifact --split train --index /tmp/idx/scifact-hybrid
-"""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from index.cache import cached_index  # noqa: E402
-from retrieval import SearchPipeline, cli  # noqa: E402
-from retrieval.config import load_config  # noqa: E402
-from retrieval.evaluation import load_beir, mean_metric  # noqa: E402
-from retrieval.fusion import rrf, weighted  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-RRF_K = (10, 20, 30, 60, 100)
-FIRST_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)  # of the first retriever; the second gets the rest
-
-
-def main(args) -> int:
-    if args.split == "test" and not args.allow_test:
-        raise ValueError("tuning on the test split leaks it into the defaults; use a training split "
-                         "(or --allow-test to measure, not to choose)")
-    config = load_config(args.config)
-    config.rerank = None
-    config.index.path = (Path(args.index) if args.index
-                         else cached_index(args.dataset, config.build_config(), args.cache_dir))
-    pipe = SearchPipeline(config)
-    data = load_beir(args.dataset, args.split)
-    qids = list(data.queries)
-    texts = [data.queries[q] for q in qids]
-    names = [r.name for r in pipe.retrievers]
-    if len(names) != 2:
-        raise ValueError(f"tune_fusion.py compares the fusion of two retrievers; {args.config} enables "
-                         f"{len(names)} ({', '.join(names)}): disable all but two in a copy of the config")
-    a, b = names
-    lists = {s: pipe.retrieve(texts, stage=s, top_k=args.depth) for s in names}
-
-    def ndcg(fuse) -> float:
-        run = {q: fuse({a: x, b: y}) for q, x, y in zip(qids, lists[a], lists[b])}
-        return mean_metric(run, data.qrels, "ndcg@10")
-
-    rows = [(f"{a} alone", ndcg(lambda x: x[a])), (f"{b} alone", ndcg(lambda x: x[b]))]
-    rows += [(f"rrf k={k}", ndcg(lambda x, k=k: rrf(x, k))) for k in RRF_K]
-    for norm in ("minmax", "zscore"):
-        rows += [(f"weighted {norm} {a}={w} {b}={1 - w:.1f}",
-                  ndcg(lambda x, w=w, norm=norm: weighted(x, {a: w, b: 1 - w}, norm)))
-                 for w in FIRST_WEIGHTS]
-    if args.json:
-        cli.print_json({"dataset": str(args.dataset), "split": args.split, "num_queries": len(qids),
-                        "ndcg@10": {name: round(v, 4) for name, v in rows}})
-        return 0
-    print(f"{Path(args.dataset).name} {args.split}: {len(qids)} queries, first-stage depth {args.depth}")
-    best = max(v for _, v in rows)
-    for name, v in rows:
-        print(f"  {name:<36} {v:.4f}" + ("  <- best" if v == best else ""))
-    return 0
-
+from retrieval import cli
+from retrieval.commands import tune_fusion
 
 if __name__ == "__main__":
-    p = cli.parser("Compare RRF and weighted fusion settings on a training split (nDCG@10).")
-    p.add_argument("--dataset", required=True, help="BEIR folder")
-    p.add_argument("--split", default="train")
-    p.add_argument("--config", default=str(ROOT / "configs" / "hybrid.yaml"))
-    p.add_argument("--index", help="an index of the dataset built with --config (default: cached build)")
-    p.add_argument("--cache-dir", default=str(ROOT / "indexes" / "eval"))
-    p.add_argument("--depth", type=cli.positive_int, default=100, help="candidates per retriever")
-    p.add_argument("--allow-test", action="store_true", help="permit --split test (for measuring only)")
-    p.add_argument("--json", action="store_true")
-    cli.run(main, p.parse_args())
+    cli.script(tune_fusion)
