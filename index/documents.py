@@ -1,4 +1,8 @@
-"""Reading and validating corpora: BEIR folders, JSONL, CSV/TSV and folders of .txt/.md files.
+"""Reading and validating corpora: BEIR folders, JSONL, CSV/TSV and folders of .txt/.md/.html/.rst files.
+
+A folder reader says what it did not read: files of other types, broken links and links to folders are counted in
+`ReadStats.skipped_files` and logged in one line; empty files count as empty documents. Hidden files and folders
+(a name starting with "."; `.git`, `.DS_Store`) are never read and never counted.
 
 Example:
     >>> from index.documents import read_corpus
@@ -22,7 +26,16 @@ from index.config import CorpusConfig
 
 logger = logging.getLogger(__name__)
 
-FOLDER_SUFFIXES = (".txt", ".md")
+FOLDER_SUFFIXES = (".txt", ".md", ".html", ".htm", ".rst")
+_HTML_SUFFIXES = (".html", ".htm")
+# Elements whose text is not the page's text.
+_HTML_DROPPED = ("script", "style", "nav", "noscript", "template", "head", "title")
+# Elements that end a line of text (everything else is inline: its text runs on in the line around it).
+_HTML_BLOCKS = ("address", "article", "aside", "blockquote", "br", "caption", "dd", "details", "div", "dl", "dt",
+                "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+                "hr", "li", "main", "ol", "p", "pre", "section", "summary", "table", "td", "th", "tr", "ul")
+# reStructuredText section adornment: one punctuation character repeated (docutils' set).
+_RST_ADORNMENT = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])\1+""")
 # JSON may spell unpaired UTF-16 surrogates ("\\ud800"); such strings cannot be stored or tokenized.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A record (the line's object counts as one level) may nest this deep: far more than real metadata needs, and far
@@ -53,10 +66,30 @@ def model_text(title: str, text: str) -> str:
     return f"{title} {text}".strip() if title else text
 
 
+# How a reason for skipping a file reads after a count: (one, several). Extensions read as themselves.
+_SKIP_WORDS = {"broken link": ("broken link", "broken links"), "link to a folder": ("link to a folder",
+                                                                                    "links to folders"),
+               "special file": ("special file", "special files"), "no extension": ("with no extension",) * 2}
+
+
 @dataclass
 class ReadStats:
+    """What one read yielded and left out. `skipped_files` (folder corpora) counts the files not read, by
+    extension (".pdf", "no extension") or by what they are ("broken link", "link to a folder", "special file":
+    a pipe, socket or device)."""
+
     documents: int = 0
     skipped_empty: int = 0
+    skipped_files: dict[str, int] = field(default_factory=dict)
+
+    def skipped_files_line(self) -> str | None:
+        """E.g. "skipped 3 files: 2 .pdf, 1 .docx (read: .txt .md .html .htm .rst)", or None when none were."""
+        if not self.skipped_files:
+            return None
+        total = sum(self.skipped_files.values())
+        most_first = sorted(self.skipped_files.items(), key=lambda kv: (-kv[1], kv[0]))
+        kinds = ", ".join(f"{n} {_SKIP_WORDS.get(kind, (kind, kind))[n != 1]}" for kind, n in most_first)
+        return f"skipped {total} file{'s' if total != 1 else ''}: {kinds} (read: {' '.join(FOLDER_SUFFIXES)})"
 
 
 def detect_format(path: Path) -> str:
@@ -71,7 +104,7 @@ def detect_format(path: Path) -> str:
         return "tsv"
     raise CorpusError(
         f"{path}: cannot tell the corpus format from the name; use a .jsonl, .csv or .tsv file, a BEIR folder "
-        "(with corpus.jsonl) or a folder of .txt/.md files, or set corpus.format in the config"
+        "(with corpus.jsonl) or a folder of .txt/.md/.html/.rst files, or set corpus.format in the config"
     )
 
 
@@ -98,7 +131,7 @@ def read_corpus(
     elif fmt in ("csv", "tsv"):
         raw = _read_delimited(path, config, fmt)
     else:
-        raw = _read_folder(path, config)
+        raw = _read_folder(path, config, stats)
     seen: dict[str, str] = {}
     for where, doc in raw:
         if doc.doc_id in seen:
@@ -290,25 +323,125 @@ def _read_delimited(path: Path, config: CorpusConfig, fmt: str) -> Iterator[tupl
         yield where, _make_document(dict(zip(header, row)), config, where)
 
 
-def _read_folder(path: Path, config: CorpusConfig) -> Iterator[tuple[str, Document]]:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
+def _shown(text: str) -> str:
+    """`text` safe to print: bytes of a non-UTF-8 file name (kept by Python as lone surrogates) as \\xNN."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace") if _SURROGATE.search(text) else text
+
+
+def _folder_files(path: Path, stats: ReadStats) -> list[Path]:
+    """The files below `path` that are read, sorted; the others counted in `stats.skipped_files`. Hidden files
+    and folders are passed over uncounted (a .git folder is not a corpus's noise), and links to folders are not
+    followed (as Path.rglob does not: a link may point back up the tree)."""
+    found: list[Path] = []
+    skipped = stats.skipped_files
+    for folder, subfolders, names in os.walk(path):
+        base = Path(folder)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        links = sum(1 for d in subfolders if (base / d).is_symlink())  # os.walk lists them but does not enter
+        if links:
+            skipped["link to a folder"] = skipped.get("link to a folder", 0) + links
+        for name in names:
+            if name.startswith("."):
+                continue
+            file = base / name
+            suffix = file.suffix.lower()
+            if not file.exists():
+                kind = "broken link"
+            elif not file.is_file():
+                kind = "special file"
+            elif suffix in FOLDER_SUFFIXES:
+                found.append(file)
+                continue
+            else:
+                kind = _shown(suffix) or "no extension"
+            skipped[kind] = skipped.get(kind, 0) + 1
+    return sorted(found)
+
+
+def _rst_title(content: str) -> str:
+    """The first section title of a reStructuredText text: a line underlined (and maybe overlined) with one
+    punctuation character repeated at least as long as the title, or at least 4 times (docutils' rule)."""
+    lines = [line.rstrip() for line in content.splitlines()]
+    for i in range(len(lines) - 1):
+        title, under = lines[i], lines[i + 1]
+        if not title.strip() or _RST_ADORNMENT.fullmatch(title) or not _RST_ADORNMENT.fullmatch(under):
+            continue
+        overlined = i > 0 and lines[i - 1] == under
+        if title[0].isspace() and not overlined:  # an indented line is a block quote, not a title
+            continue
+        if len(under) >= len(title.strip()) or len(under) >= 4:
+            return title.strip()
+    return ""
+
+
+def _html_text(content: str) -> tuple[str, str]:
+    """`(title, text)` of an HTML page: the text a browser shows, one line per paragraph, heading, list item or
+    cell (whitespace collapsed as HTML does, kept inside <pre>), without scripts, styles, navigation, <head> or
+    <title>; the title is the <title>, else the first <h1> (which stays in the text, as a Markdown heading does)."""
+    import warnings
+
+    from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, NavigableString, XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():
+        # A page whose whole text looks like a URL or file name, or an XHTML page: both are parsed as asked.
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(content, "html.parser")
+    title_tag = soup.find("title")
+    title = " ".join(title_tag.get_text(" ").split()) if title_tag else ""
+    for tag in soup.find_all(_HTML_DROPPED):
+        tag.decompose()
+    if not title and (h1 := soup.find("h1")):
+        title = " ".join(h1.get_text(" ").split())
+    for node in soup.find_all(string=True):
+        if type(node) is NavigableString and not node.find_parent("pre"):  # not comments, doctype, CDATA
+            node.replace_with(re.sub(r"\s+", " ", node))
+    for tag in soup.find_all(_HTML_BLOCKS):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    lines = (line.strip() for line in soup.get_text().splitlines())
+    return title, "\n".join(line for line in lines if line)
+
+
+def _folder_document(file: Path, content: str) -> tuple[str, str]:
+    """`(title, text)` of one file; both empty for a file of nothing but whitespace (skipped as an empty
+    document). The title is the file name unless the file names one itself."""
+    suffix = file.suffix.lower()
+    if suffix in _HTML_SUFFIXES:
+        title, text = _html_text(content)
+        return ((title or file.stem) if text or title else ""), text
+    if not content.strip():
+        return "", ""
+    title = ""
+    if suffix == ".md":
+        first = content.lstrip().split("\n", 1)[0]
+        if first.startswith("#"):
+            title = first.lstrip("#").strip()
+    elif suffix == ".rst":
+        title = _rst_title(content)
+    return title or file.stem, content
+
+
+def _read_folder(path: Path, config: CorpusConfig, stats: ReadStats) -> Iterator[tuple[str, Document]]:
+    files = _folder_files(path, stats)
+    skipped = stats.skipped_files_line()
     if not files:
-        raise CorpusError(f"{path}: no .txt or .md files found (and no corpus.jsonl for a BEIR folder)")
+        raise CorpusError(f"{path}: no .txt or .md files found, nor .html/.htm/.rst (and no corpus.jsonl for a "
+                          "BEIR folder)" + (f"; {skipped}" if skipped else ""))
+    if skipped:
+        logger.warning("%s: %s", path, skipped)
     owners: dict[str, Path] = {}
     for file in files:
         if _SURROGATE.search(str(file)):  # bytes that are not UTF-8, kept by Python as lone surrogates
-            shown = os.fsencode(file).decode("utf-8", "backslashreplace")
-            raise CorpusError(f"{shown}: the path is not valid UTF-8, so it cannot be a document id or be stored; "
-                              "rename the file or folder (e.g. convmv -f latin1 -t utf8 -r --notest FOLDER)")
+            raise CorpusError(f"{_shown(str(file))}: the path is not valid UTF-8, so it cannot be a document id or "
+                              "be stored; rename the file or folder (e.g. convmv -f latin1 -t utf8 -r --notest "
+                              "FOLDER)")
         try:
             content = file.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = file.read_bytes()[: exc.start].count(b"\n") + 1
             raise CorpusError(f"{file}:{line}: not valid UTF-8; re-encode the file as UTF-8") from None
-        title = file.stem
-        first = content.lstrip().split("\n", 1)[0]
-        if file.suffix.lower() == ".md" and first.startswith("#"):
-            title = first.lstrip("#").strip()
+        title, text = _folder_document(file, content)
         relative = file.relative_to(path)
         doc_id = (relative if config.folder_id_suffix else relative.with_suffix("")).as_posix()
         if doc_id in owners:
@@ -316,7 +449,7 @@ def _read_folder(path: Path, config: CorpusConfig) -> Iterator[tuple[str, Docume
                               "the file suffix); rename one of them, or set corpus.folder_id_suffix: true to keep "
                               "suffixes in ids (notes.md, notes.txt)")
         owners[doc_id] = file
-        yield str(file), Document(doc_id=doc_id, text=content, title=title, metadata={"path": str(file)})
+        yield str(file), Document(doc_id=doc_id, text=text, title=title, metadata={"path": str(file)})
 
 
 def read_documents(docs: Iterable[Document | dict[str, Any]]) -> list[Document]:

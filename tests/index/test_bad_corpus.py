@@ -423,3 +423,71 @@ def test_sample_corpus_still_reads_cleanly():
     stats = ReadStats()
     assert len(list(read_corpus(SAMPLE_CORPUS, stats=stats))) == stats.documents > 0
     assert stats.skipped_empty == 0
+
+
+def test_empty_files_are_skipped_and_counted_like_empty_documents(tmp_path, caplog):
+    """A zero-byte or whitespace-only file (or a page with no text and no title) is an empty document: skipped,
+    counted, logged, never a hit titled by its file name; `corpus.on_empty: error` refuses it."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    _write(folder, "tides.txt", "the moon pulls the ocean")
+    _write(folder, "zero.txt", b"")
+    _write(folder, "blank.md", " \n\t\n")
+    _write(folder, "bom-only.rst", "\ufeff\n")
+    _write(folder, "script-only.html", "<html><head><script>var x;</script></head><body> </body></html>")
+    with caplog.at_level(logging.WARNING, logger="index.documents"):
+        report = build_index(folder, tmp_path / "idx", bm25_only(), show_progress=False)
+    assert (report.documents, report.skipped_empty) == (1, 4)
+    assert f"{folder}: skipped 4 documents with no title and no text" in caplog.text
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(tmp_path / "idx"))
+    for query in ("zero", "blank", "script", "moon"):
+        assert [r.doc_id for r in pipe.query(query, top_k=5)] == (["tides"] if query == "moon" else [])
+    with pytest.raises(CorpusError, match=r"docs/blank\.md: document 'blank' has no title and no text"):
+        list(read_corpus(folder, CorpusConfig(on_empty="error")))
+    (folder / "tides.txt").unlink()
+    with pytest.raises(CorpusError, match=r"docs: the corpus holds no documents with text"):
+        list(read_corpus(folder))
+
+
+def test_broken_links_and_links_to_folders_are_counted(tmp_path, caplog):
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    _write(tmp_path / "elsewhere", "outside.txt", "never read: links to folders are not followed")
+    _write(folder, "a.txt", "fine")
+    _write(tmp_path, "target.txt", "a linked file is read")
+    (folder / "linked.txt").symlink_to(tmp_path / "target.txt")
+    (folder / "gone.txt").symlink_to(tmp_path / "no-such-file.txt")
+    (folder / "sub" / "gone.pdf").symlink_to(tmp_path / "no-such-file.pdf")
+    (folder / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    os.mkfifo(folder / "pipe.txt")  # never opened: reading a pipe nobody writes to would wait forever
+    stats = ReadStats()
+    with caplog.at_level(logging.WARNING, logger="index.documents"):
+        assert sorted(d.doc_id for d in read_corpus(folder, stats=stats)) == ["a", "linked"]
+    assert stats.skipped_files == {"broken link": 2, "link to a folder": 1, "special file": 1}
+    assert "skipped 4 files: 2 broken links, 1 link to a folder, 1 special file (read: " in caplog.text
+
+
+def test_hidden_files_and_folders_are_neither_read_nor_counted(tmp_path, caplog):
+    folder = tmp_path / "docs"
+    (folder / ".git" / "objects").mkdir(parents=True)
+    _write(folder / ".git", "description.txt", "a git file")
+    _write(folder / ".git" / "objects", "pack", b"\x00binary")
+    _write(folder, ".hidden.md", "# Hidden\nnot a document")
+    _write(folder, ".DS_Store", b"\x00\x01")
+    _write(folder, "visible.txt", "the only document")
+    stats = ReadStats()
+    with caplog.at_level(logging.WARNING, logger="index.documents"):
+        assert [d.doc_id for d in read_corpus(folder, stats=stats)] == ["visible"]
+    assert stats.skipped_files == {}
+    assert caplog.text == ""
+
+
+def test_a_folder_with_nothing_readable_says_what_it_skipped(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    _write(folder, "paper.pdf", b"%PDF-1.4")
+    _write(folder, ".notes.txt", "hidden")
+    with pytest.raises(CorpusError, match=r"docs: no \.txt or \.md files found, nor \.html/\.htm/\.rst \(and no "
+                       r"corpus\.jsonl for a BEIR folder\); skipped 1 file: 1 \.pdf \(read: \.txt \.md"):
+        list(read_corpus(folder))
