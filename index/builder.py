@@ -64,6 +64,7 @@ class BuildReport:
     seconds: float
     bytes_on_disk: int
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase: reading, then each component
+    skipped_files: dict[str, int] = field(default_factory=dict)  # folder corpora: files not read, by extension
 
 
 def _temp_name(target: Path, kind: str) -> Path:
@@ -349,7 +350,8 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
         # A retriever that is not configured at all is left out, so an index without it reads as one written
         # before the retriever existed (older versions refuse keys they do not know).
         "config": {k: v for k, v in config.model_dump(mode="json").items() if not (k in RETRIEVERS and v is None)},
-        "counts": {"documents": stats.documents, "passages": writer.rows, "skipped_empty": stats.skipped_empty},
+        "counts": {"documents": stats.documents, "passages": writer.rows, "skipped_empty": stats.skipped_empty,
+                   **({"skipped_files": dict(stats.skipped_files)} if stats.skipped_files else {})},
         "components": [],
     }
     if pipeline is not None:
@@ -370,4 +372,5 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
     write_manifest(tmp, manifest, files)
     phases["manifest"] = time.perf_counter() - start
     _test_pause("manifest")
-    return BuildReport(tmp, stats.documents, writer.rows, stats.skipped_empty, 0.0, 0, phases)
+    return BuildReport(tmp, stats.documents, writer.rows, stats.skipped_empty, 0.0, 0, phases,
+                       dict(stats.skipped_files))

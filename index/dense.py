@@ -40,20 +40,36 @@ class Encoder:
 
         self.config = config or DenseConfig(model=model)
         self.name = model
-        self.backend = self.config.backend
-        self.device, self.dtype = placement(self.config.device, self.config.precision, self.backend)
+        self.backend, self.precision = self._pick_backend()
+        self.device, self.dtype = placement(self.config.device, self.precision, self.backend)
         kwargs = {"device": self.device, "trust_remote_code": self.config.trust_remote_code}
         self.model = apply_precision(load_model(model, "bi-encoder", SentenceTransformer, **kwargs), self.device,
                                      self.dtype)
         if self.config.max_length:
             self.model.max_seq_length = self.config.max_length
         self._ov = None
+        if self.backend == "openvino" and self.config.backend == "auto" \
+                and getattr(self.model[0], "auto_model", None) is None:
+            self.backend = "torch"  # not a Hugging Face transformer: auto runs it as it is
         if self.backend == "openvino":
             self._ov = self._load_openvino(model)
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_fn())
         # Hugging Face fast tokenizers are not safe to call from several threads at once.
         self._lock = threading.Lock()
+
+    def _pick_backend(self) -> tuple[str, str]:
+        """(backend, precision): `auto` is torch on an accelerator and OpenVINO fp32 on a CPU (lossless, faster;
+        bf16 only when asked: it moves nDCG@10 by about 0.001), torch where OpenVINO is not installed."""
+        backend, precision = self.config.backend, self.config.precision
+        if backend != "auto":
+            return backend, precision
+        from index.runtime.device import pick_device
+        from index.runtime.openvino import available
+
+        if pick_device(self.config.device) != "cpu" or not available():
+            return "torch", precision
+        return "openvino", "fp32" if precision == "auto" else precision
 
     def _load_openvino(self, model: str):
         """Convert the first module's transformer once (cached); the pooling/normalize modules stay in torch."""
@@ -65,7 +81,7 @@ class Encoder:
                              "transformer; use backend: torch")
         sample = self.model.preprocess(["a query", "a somewhat longer passage of text"])
         path = ensure_converted(transformer, resolve_model(model), sample, output="last_hidden_state")
-        runner = OpenVinoModel(path, resolve_precision(self.config.precision))
+        runner = OpenVinoModel(path, resolve_precision(self.precision))
         transformer.to("meta")  # the weights now live in the compiled model
         return runner
 

@@ -178,12 +178,12 @@ class PipelineConfig(StrictModel):
                            **{name: getattr(fs, name) for name in RETRIEVERS})
 
     def stored(self) -> dict[str, Any]:
-        """The whole pipeline as an index stores it (`build_index(..., pipeline=...)`): every setting, query-time
-        and reranker included, without `index.path` (the index is wherever it is opened) and without retrievers
-        that are not configured."""
-        out = self.model_dump(mode="json")
-        out["index"].pop("path", None)
-        out["first_stage"] = {k: v for k, v in out["first_stage"].items() if not (k in RETRIEVERS and v is None)}
+        """The pipeline as an index stores it (`build_index(..., pipeline=...)`): every setting the config sets,
+        query-time and reranker included (relative model paths already resolved), without `index.path` (the index
+        is wherever it is opened). Keys it leaves out take the defaults of the version that loads it, as they would
+        from the YAML file; the build-time settings are also stored whole, in the manifest's `config`."""
+        out = self.model_dump(mode="json", exclude_unset=True)
+        out.get("index", {}).pop("path", None)
         return out
 
     @classmethod

@@ -170,11 +170,9 @@ class SearchPipeline:
             >>> pipe.query("vitamin D and cancer", top_k=3)  # doctest: +SKIP
         """
         path = Path(path).expanduser().resolve()
-        index = IndexDirectory.load(path)
-        if config is not None:
-            chosen = load_config(config)
-        else:
-            chosen = stored_config(index)
+        given = load_config(config) if config is not None else None
+        index = IndexDirectory.load(path, verify=given.index.verify if given is not None else True)
+        chosen = given if given is not None else stored_config(index)
         chosen.index.path = path
         return cls(chosen, index=index, **kwargs)
 

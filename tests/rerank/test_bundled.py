@@ -60,7 +60,13 @@ def test_package_data_ships_the_model_files_but_no_cached_exports(tmp_path):
     import tomllib
 
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert "index.runtime" in setuptools["packages"]
+    # every package of the three (index.runtime, retrieval.commands, ...) ships, not only the listed top levels
+    from setuptools import find_packages
+
+    found = set(find_packages(str(ROOT), include=setuptools["packages"]["find"]["include"]))
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for top in ("index", "retrieval", "rerank")
+               for p in (ROOT / top).rglob("__init__.py")}
+    assert "index.runtime" in found and found == on_disk
     patterns = setuptools["package-data"]["index.runtime"]
     model = tmp_path / "bundled" / "m"
     shipped = ["config.json", "model.safetensors", "README.md", "tokenizer.json", "modules.json"]

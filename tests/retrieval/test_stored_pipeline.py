@@ -72,3 +72,13 @@ def test_a_damaged_stored_pipeline_is_refused_in_one_line(stored, tmp_path):
                                             r"pass a config, or rebuild the index") as err:
         SearchPipeline.from_index(path)
     assert "\n" not in str(err.value)
+
+
+def test_the_stored_pipeline_is_the_config_as_written(stored, tiny_cross_encoder):
+    # only what the config set: a default it left out (rerank.quantization) must not read as chosen on reload,
+    # where an explicit quantization with the openvino backend is refused
+    manifest = json.loads((stored[0] / "manifest.json").read_text())
+    assert manifest["pipeline"]["rerank"] == {"model": str(tiny_cross_encoder), "top_n": 5}
+    assert manifest["pipeline"]["first_stage"]["bm25"] == {"top_k": 20, "k1": 1.2}
+    config = load_config(manifest["pipeline"])
+    assert "quantization" not in config.rerank.model_fields_set and config.rerank.backend == "torch"
