@@ -33,6 +33,13 @@ def section_dense(pipe: Any, queries: list[str], settings: Settings) -> Section:
     rows_ = list(range(min(settings.dense_passages, len(store.passage_ids))))
     texts = list(store.passage_texts(rows_).values())
     model = encoder.model
+    if encoder.backend != "torch":  # the pipeline's weights live in the exported graph: the baseline loads its own
+        from sentence_transformers import SentenceTransformer
+
+        from index.runtime.models import load_model
+
+        model = load_model(encoder.name, "bi-encoder", SentenceTransformer, device="cpu",
+                           trust_remote_code=encoder.config.trust_remote_code)
     repeats = min(settings.repeats, 3)  # encoding is slow and steady: 3 runs are enough
     model.encode(texts[:8], show_progress_bar=False)  # warm-up
     plain = timed_runs(lambda: model.encode(texts, batch_size=encoder.config.batch_size, show_progress_bar=False),

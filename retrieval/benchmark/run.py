@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from retrieval.benchmark.bm25 import section_bm25, section_bm25_index
 from retrieval.benchmark.dense import section_dense
 from retrieval.benchmark.e2e import section_e2e
+from retrieval.benchmark.passages import section_passages
 from retrieval.benchmark.report import Section, Settings
 from retrieval.benchmark.rerank import curve_split, section_curve, section_rerank
 
@@ -43,15 +44,21 @@ def run_sections(config: PipelineConfig, test: BeirDataset, settings: Settings) 
         yield "bm25_index", section_bm25_index(pipe, settings) if pipe.bm25 else no_bm25
     if "dense" in wanted:
         yield "dense", section_dense(pipe, queries, settings)
-    if not {"rerank", "curve"} & set(wanted):
+    if not {"rerank", "curve", "passages"} & set(wanted):
         return
     if config.rerank is None:
         reason = f"{settings.config} has no rerank: block"
         yield "rerank", Section({"skipped": reason}, notes=[
             f"\n#### Rerank: skipped: {reason} (add one, e.g. from configs/msmarco.yaml, to measure it)"])
         yield "curve", Section({"skipped": reason})
+        yield "passages", Section({"skipped": reason})
         return
     if "rerank" in wanted:
         yield "rerank", section_rerank(pipe, test, settings)
+    curve_data = None
     if "curve" in wanted:
-        yield "curve", section_curve(pipe, test if settings.curve_split == "test" else curve_split(settings), settings)
+        curve_data = test if settings.curve_split == "test" else curve_split(settings)
+        yield "curve", section_curve(pipe, curve_data, settings)
+    if "passages" in wanted:
+        data = curve_data or (test if settings.curve_split == "test" else curve_split(settings))
+        yield "passages", section_passages(config, data, settings)

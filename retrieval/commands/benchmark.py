@@ -78,7 +78,7 @@ def settings(args: argparse.Namespace) -> Settings:
 
     given = {f.name: getattr(args, f.name) for f in fields(Settings)}
     return Settings(**{**given, "sections": names(args.sections), "rerank_variants": names(args.rerank_variants),
-                       "curve_depths": tuple(args.curve_depths)})
+                       "curve_depths": tuple(args.curve_depths), "passage_depths": tuple(args.passage_depths)})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,6 +155,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-split", default=d.curve_split,
                    help="split for the depth curve, or dev: the training queries held out from the reranker "
                         "(choosing a depth is tuning: not test, whose queries only measure)")
+    p.add_argument("--passage-words", type=positive, default=d.passage_words,
+                   help="passages section: words per passage of its chunked BM25 index")
+    p.add_argument("--passage-depths", type=cli.int_list(positive), default=list(d.passage_depths),
+                   help="passages section: rerank.max_passages values, comma-separated")
     p.add_argument("--dev-fraction", type=cli.Bounded(float, low=0, high=1, low_open=True), default=d.dev_fraction,
                    help="dev: share of the training queries held out")
     p.add_argument("--dev-seed", type=cli.seed, default=d.dev_seed,

@@ -78,3 +78,19 @@ def test_config_without_rerank_skips_it_and_says_so(tiny, monkeypatch, capsys):
                                str(root / "index"), "--sections", "rerank,curve", *SMALL)
     assert code == 0
     assert "Rerank: skipped" in printed and "has no rerank: block" in printed
+
+
+def test_the_passages_section_sweeps_max_passages(tiny, tmp_path, monkeypatch, capsys):
+    root, data, _, config = tiny
+    out = tmp_path / "bench.json"
+    code, printed = run_script(monkeypatch, capsys, "--dataset", str(data), "--config", str(config), "--index",
+                               str(root / "index"), "--json", str(out), "--sections", "passages",
+                               "--passage-words", "8", "--passage-depths", "1,3", "--cache-dir", str(tmp_path / "c"),
+                               *SMALL)
+    assert code == 0
+    report = json.loads(out.read_text())["passages"]
+    assert report["passage_words"] == 8 and report["queries"] == len(QUERIES)
+    one, three = report["depths"]["1"], report["depths"]["3"]
+    assert one["bm25_ndcg@10"] == three["bm25_ndcg@10"]  # the same first stage; only the reranker reads more
+    assert three["pairs"] > one["pairs"] > 0
+    assert "rerank.max_passages" in printed
