@@ -23,9 +23,11 @@ def section_passages(config: Any, data: Any, settings: Settings) -> Section:
     from retrieval.pipeline import SearchPipeline
 
     words = settings.passage_words
-    raw = config.model_dump(mode="json")
-    raw["index"].update(path=None, chunking={"max_words": words, "overlap": words // 4})
-    raw["first_stage"] = {"bm25": raw["first_stage"]["bm25"], "dense": {"enabled": False}}
+    # What the config sets, not every default: a default written out reads as chosen (rerank.quantization with
+    # the openvino backend is then refused).
+    raw = config.model_dump(mode="json", exclude_unset=True)
+    raw.setdefault("index", {}).update(path=None, chunking={"max_words": words, "overlap": words // 4})
+    raw["first_stage"] = {"bm25": raw.get("first_stage", {}).get("bm25", {}), "dense": {"enabled": False}}
     chunked = PipelineConfig.model_validate(raw)
     chunked.index.path = cached_index(settings.dataset, chunked.build_config(), settings.cache_dir,
                                       show_progress=not settings.quiet)

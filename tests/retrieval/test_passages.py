@@ -77,3 +77,12 @@ def test_the_reranker_scores_up_to_max_passages_and_its_best_passage_is_returned
     assert long.stages["rerank"].score == max(t.count("zebra") + t.count("herds") for t in given)
     if max_passages > 1:  # the passage the reranker liked best is the one returned
         assert "herds" in long.passage.text
+
+
+def test_a_config_without_chunking_is_refused_on_a_chunked_index(chunked):
+    from index.manifest import IndexDirError
+
+    plain = {**chunked, "index": {**chunked["index"], "chunking": None}}
+    with pytest.raises(IndexDirError, match=r'was built with index.chunking: \{"max_words": 30, "overlap": 5\} but the '
+                                            r"config has index.chunking: null"):
+        SearchPipeline.from_index(chunked["index"]["path"], plain)
