@@ -92,6 +92,10 @@ def twostage_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argum
                          epilog=f"examples:\n{first}\n\n'twostage COMMAND --help' lists a command's options "
                                 "and more examples.")
     top.add_argument("--version", action="version", version=f"twostage {library_version()}")
+    # Also before the command (`twostage --quiet build ...`); own names, since a subparser's defaults would
+    # overwrite the same names set here.
+    top.add_argument("--debug", dest="debug_all", action="store_true", help="show full tracebacks and debug logging")
+    top.add_argument("--quiet", dest="quiet_all", action="store_true", help="no progress bars or info logging")
     sub = top.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     subs = {}
     for name, module in modules.items():
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         subs.get(args.command, top).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         top.error(f"no command given; choose one of: {', '.join(COMMANDS)}")
+    args.debug, args.quiet = args.debug or args.debug_all, args.quiet or args.quiet_all
     run(args.handler, args)
 
 

@@ -192,3 +192,6 @@ def test_search_reports_reranker_truncation_once_at_the_end(built, tiny_cross_en
     assert "were cut to it" in notes[0]
     quiet = twostage("search", "--index", str(idx), "--config", str(config), "--json", "--quiet", "ocean tides")
     assert quiet.returncode == 0 and "reranker: " not in quiet.stderr, quiet.stderr
+    # --quiet and --debug work before the command too
+    before = twostage("--quiet", "search", "--index", str(idx), "--config", str(config), "--json", "ocean tides")
+    assert before.returncode == 0 and "reranker: " not in before.stderr, before.stderr
