@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,9 +32,12 @@ from typing import Any
 from index.chunking import chunk_document
 from index.components import Component, all_files, component_class
 from index.config import RETRIEVERS, BuildConfig
-from index.documents import ReadStats, model_text, read_corpus
+from index.documents import Document, ReadStats, model_text, read_corpus
+from index.fields import FIELDS_FILES, FieldIndex
+from index.lock import WriterLock
 from index.manifest import MANIFEST_FILE, IndexDirError, write_manifest
 from index.progress import bar
+from index.segments import LEFTOVER
 from index.store import STORE_FILE, StoreWriter
 from index.version import library_version
 
@@ -42,7 +46,7 @@ logger = logging.getLogger(__name__)
 LIBRARY_VERSION = library_version()
 _RENAME_EXCHANGE = 2
 # Every name a build writes; what a rebuild may replace when the previous manifest is too damaged to list its files.
-_BUILD_FILES = frozenset({MANIFEST_FILE, STORE_FILE, *all_files()})
+_BUILD_FILES = frozenset({MANIFEST_FILE, STORE_FILE, *FIELDS_FILES, *all_files()})
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _SQLITE_FULL = 13  # sqlite3.SQLITE_FULL (named in the module only from Python 3.11)
 
@@ -199,8 +203,10 @@ def _previous_build_files(target: Path) -> set[str]:
     except (OSError, ValueError, AttributeError, RecursionError):
         listed = None
     if not isinstance(listed, dict) or not listed:
-        return set(_BUILD_FILES)
-    return {MANIFEST_FILE, *(name for name in listed if isinstance(name, str))}
+        listed = _BUILD_FILES
+    # What an interrupted update left (its unlisted segment files, its temp folder) is the index's too.
+    own = {name for name in os.listdir(target) if LEFTOVER.fullmatch(name)}
+    return {MANIFEST_FILE, *(name for name in listed if isinstance(name, str)), *own}
 
 
 def _refuse_foreign_entries(target: Path) -> None:
@@ -292,6 +298,24 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
         raise ValueError("every first-stage retriever is disabled; enable at least one")
     models = {**(models or {}), **({"dense": encoder} if encoder is not None else {})}
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = WriterLock(target).acquire()  # no update may commit into the directory this build replaces
+    except OSError as exc:
+        code = _disk_full_errno(exc)
+        if code is not None:
+            raise _disk_full_error(target, code) from exc
+        raise
+    try:
+        report = _build_locked(Path(corpus), target, config, models, show_progress, pipeline)
+    finally:
+        lock.release()
+    report.path = given
+    report.bytes_on_disk = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
+    return report
+
+
+def _build_locked(corpus: Path, target: Path, config: BuildConfig, models: dict[str, Any], show_progress: bool,
+                  pipeline: dict[str, Any] | None) -> BuildReport:
     clean_leftovers(target)
     start = time.perf_counter()
     tmp = _temp_name(target, "tmp")
@@ -299,7 +323,7 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
     try:
         tmp.mkdir()
         new_build = tmp.stat()
-        report = _build_into(Path(corpus), tmp, config, models, show_progress, pipeline)
+        report = _build_into(corpus, tmp, config, models, show_progress, pipeline)
         _refuse_foreign_entries(target)  # again: something saved into the index while the build ran
         previous = _swap_into_place(tmp, target)
         _test_pause("swapped")
@@ -313,26 +337,41 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
         if code is not None:
             raise _disk_full_error(target, code) from exc
         raise
-    report.path = given
     report.seconds = time.perf_counter() - start
-    report.bytes_on_disk = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
     return report
 
 
-def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, Any], show_progress: bool,
-                pipeline: dict[str, Any] | None) -> BuildReport:
-    stats = ReadStats()
-    writer = StoreWriter(tmp, chunked=config.chunking is not None)
+@dataclass
+class SegmentBuild:
+    """What building one segment wrote into its directory: the files, the rows, seconds per phase, and what the
+    manifest records about its components (`models`, `counts`, `embedding_dim`, ...)."""
+
+    files: list[str]
+    rows: int
+    documents: int
+    phases: dict[str, float]
+    info: dict[str, Any]
+
+
+def build_segment(docs: Iterable[Document], directory: Path, config: BuildConfig, models: dict[str, Any],
+                  show_progress: bool, pause: Callable[[str], None] = lambda phase: None) -> SegmentBuild:
+    """Write one segment's files (store, metadata columns, each enabled component) into `directory`, under their
+    plain names: a build's whole index, or an update's new documents. Each document is read once, chunked, and
+    each passage given to every component in row order."""
+    writer = StoreWriter(directory, chunked=config.chunking is not None)
     components: list[Component] = [component_class(name)(name, cfg, models.get(name))
                                    for name, cfg in config.retrievers().items()]
-    docs = read_corpus(corpus, config.corpus, stats)
+    metadata: list[dict[str, Any]] = []
     phases: dict[str, float] = {}
     start = time.perf_counter()
+    documents = 0
     try:
         for doc in bar(docs, "reading documents", "doc", show=show_progress):
             passages = list(chunk_document(doc, config.chunking))
             writer.add(doc, passages)
+            documents += 1
             for p in passages:
+                metadata.append(doc.metadata)
                 text = model_text(p.title, p.text)
                 for component in components:
                     component.add(text)
@@ -341,8 +380,36 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
         # An open handle would keep the deleted store's space in use, and a full disk full.
         writer.conn.close()
         raise
+    files += FieldIndex.build(metadata).save(directory)
+    del metadata
     phases["read"] = time.perf_counter() - start
-    _test_pause("read")
+    pause("read")
+    info: dict[str, Any] = {"components": []}
+    for component in components:
+        start = time.perf_counter()
+        found = component.finish(directory, show_progress)
+        phases[component.name] = time.perf_counter() - start
+        files += list(type(component).FILES)
+        info["components"].append(component.name)
+        merge_info(info, found)
+        pause(component.name)
+    return SegmentBuild(files, writer.rows, documents, phases, info)
+
+
+def merge_info(manifest: dict[str, Any], info: dict[str, Any]) -> None:
+    """Fold what a component reports into the manifest: dicts (`models`, `counts`) key by key."""
+    for key, value in info.items():
+        if isinstance(value, dict):
+            manifest.setdefault(key, {}).update(value)
+        else:
+            manifest[key] = value
+
+
+def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, Any], show_progress: bool,
+                pipeline: dict[str, Any] | None) -> BuildReport:
+    stats = ReadStats()
+    built = build_segment(read_corpus(corpus, config.corpus, stats), tmp, config, models, show_progress,
+                          _test_pause)
     manifest: dict = {
         "library_version": LIBRARY_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -350,27 +417,15 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
         # A retriever that is not configured at all is left out, so an index without it reads as one written
         # before the retriever existed (older versions refuse keys they do not know).
         "config": {k: v for k, v in config.model_dump(mode="json").items() if not (k in RETRIEVERS and v is None)},
-        "counts": {"documents": stats.documents, "passages": writer.rows, "skipped_empty": stats.skipped_empty,
+        "counts": {"documents": stats.documents, "passages": built.rows, "skipped_empty": stats.skipped_empty,
                    **({"skipped_files": dict(stats.skipped_files)} if stats.skipped_files else {})},
-        "components": [],
     }
     if pipeline is not None:
         manifest["pipeline"] = pipeline
-    for component in components:
-        start = time.perf_counter()
-        info = component.finish(tmp, show_progress)
-        phases[component.name] = time.perf_counter() - start
-        files += list(type(component).FILES)
-        manifest["components"].append(component.name)
-        for key, value in info.items():
-            if isinstance(value, dict):
-                manifest.setdefault(key, {}).update(value)
-            else:
-                manifest[key] = value
-        _test_pause(component.name)
+    merge_info(manifest, built.info)
     start = time.perf_counter()
-    write_manifest(tmp, manifest, files)
-    phases["manifest"] = time.perf_counter() - start
+    write_manifest(tmp, manifest, built.files)
+    built.phases["manifest"] = time.perf_counter() - start
     _test_pause("manifest")
-    return BuildReport(tmp, stats.documents, writer.rows, stats.skipped_empty, 0.0, 0, phases,
+    return BuildReport(tmp, stats.documents, built.rows, stats.skipped_empty, 0.0, 0, built.phases,
                        dict(stats.skipped_files))

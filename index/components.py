@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from index.analyzer import Analyzer
 from index.bm25 import STATS_FILE, VOCAB_FILE, BM25Stats
-from index.config import RETRIEVERS, BM25Config, BuildConfig, DenseConfig, RetrieverConfig, retriever_type
+from index.config import RETRIEVERS, BM25Config, BuildConfig, DenseConfig, FaissConfig, RetrieverConfig, retriever_type
 from index.manifest import FileReader, IndexFiles, Manifest
 from index.progress import bar
 
@@ -55,6 +56,19 @@ class Component:
     @classmethod
     def sizes(cls, part: Any) -> dict[str, int]:
         """Rows per array of a loaded part; each must equal the store's passage count."""
+        raise NotImplementedError
+
+    @classmethod
+    def combine(cls, parts: Sequence[Any], keep: Sequence[np.ndarray | None], config: RetrieverConfig) -> Any:
+        """One part over the live rows of several segments' parts (`keep[i]`: part i's rows kept, ascending; None:
+        all), renumbered in order: what searching an updated index reads. A single part kept whole is itself."""
+        raise NotImplementedError
+
+    @classmethod
+    def write_merged(cls, parts: Sequence[Any], keep: Sequence[np.ndarray | None], config: RetrieverConfig,
+                     directory: Path) -> dict[str, Any]:
+        """Write `FILES` for one segment holding the live rows of `parts` (a merge); returns what `finish`
+        returns."""
         raise NotImplementedError
 
 
@@ -112,6 +126,20 @@ class BM25Component(Component):
     def sizes(cls, part: BM25Stats) -> dict[str, int]:
         return {"bm25": part.num_docs}
 
+    @classmethod
+    def combine(cls, parts: Sequence[BM25Stats], keep: Sequence[np.ndarray | None],
+                config: RetrieverConfig) -> BM25Stats:
+        if len(parts) == 1 and keep[0] is None:
+            return parts[0]
+        return BM25Stats.concat(parts, keep)
+
+    @classmethod
+    def write_merged(cls, parts: Sequence[BM25Stats], keep: Sequence[np.ndarray | None], config: RetrieverConfig,
+                     directory: Path) -> dict[str, Any]:
+        stats = BM25Stats.concat(parts, keep)
+        stats.save(directory)
+        return {"counts": {"vocabulary": len(stats.vocab)}}
+
 
 class DenseParts:
     """A loaded dense component: the FAISS index and the memory-mapped fp32 embeddings it was built from."""
@@ -119,6 +147,81 @@ class DenseParts:
     def __init__(self, index: Any, embeddings: np.ndarray) -> None:
         self.index = index
         self.embeddings = embeddings
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def rows(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int, config: FaissConfig,
+               allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Top-k rows and inner products per query (best first); `allowed`: a boolean mask over rows."""
+        from index.dense import search_faiss
+
+        if allowed is not None and not allowed.any():
+            return [(np.empty(0, dtype=np.int64), np.empty(0)) for _ in queries]
+        ids, scores = search_faiss(self.index, queries, k, config, self.embeddings, allowed)
+        out = []
+        for row_ids, row_scores in zip(ids, scores):
+            valid = row_ids >= 0
+            out.append((row_ids[valid].astype(np.int64), row_scores[valid].astype(np.float64)))
+        return out
+
+
+class SegmentedDense:
+    """Approximate FAISS indexes of several segments searched as one: each segment with an id selector that
+    leaves out its deleted rows (and what a filter excludes), the hits renumbered to live rows and merged."""
+
+    def __init__(self, parts: Sequence[DenseParts], keep: Sequence[np.ndarray | None]) -> None:
+        self.parts = list(parts)
+        self.row_maps: list[np.ndarray] = []  # per segment: local row -> live row, -1 for a deleted row
+        self.live: list[np.ndarray | None] = []  # per segment: which local rows are live (None: all)
+        offset = 0
+        for part, rows in zip(parts, keep):
+            row_map = np.full(part.rows, -1, dtype=np.int64)
+            kept = np.arange(part.rows) if rows is None else rows
+            row_map[kept] = np.arange(offset, offset + len(kept))
+            offset += len(kept)
+            self.row_maps.append(row_map)
+            self.live.append(None if rows is None else row_map >= 0)
+        self.num_rows = offset
+        self.index = parts[0].index  # the first segment's: its type and dimension stand for all
+
+    @property
+    def dim(self) -> int:
+        return int(self.parts[0].index.d)
+
+    @property
+    def rows(self) -> int:
+        return self.num_rows
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        return np.concatenate([p.embeddings if live is None else p.embeddings[live]
+                               for p, live in zip(self.parts, self.live)])
+
+    def search(self, queries: np.ndarray, k: int, config: FaissConfig,
+               allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in queries]
+        for part, row_map, live in zip(self.parts, self.row_maps, self.live):
+            mask = live
+            if allowed is not None:
+                local = np.zeros(part.rows, dtype=bool)
+                kept = row_map >= 0
+                local[kept] = allowed[row_map[kept]]
+                mask = local
+            for q, (rows, scores) in enumerate(part.search(queries, k, config, mask)):
+                found[q].append((row_map[rows], scores))
+        out = []
+        for hits in found:
+            rows = np.concatenate([h[0] for h in hits])
+            scores = np.concatenate([h[1] for h in hits])
+            order = np.lexsort((rows, -scores))[:k]
+            out.append((rows[order], scores[order]))
+        return out
 
 
 class DenseComponent(Component):
@@ -160,6 +263,42 @@ class DenseComponent(Component):
     @classmethod
     def sizes(cls, part: DenseParts) -> dict[str, int]:
         return {"faiss": int(part.index.ntotal), "embeddings": len(part.embeddings)}
+
+    @classmethod
+    def combine(cls, parts: Sequence[DenseParts], keep: Sequence[np.ndarray | None],
+                config: DenseConfig) -> DenseParts | SegmentedDense:
+        """Flat: one exact index over the live rows' vectors (the same index a build makes of them). Approximate
+        types: the segments' own indexes, searched with selectors (`SegmentedDense`)."""
+        if len(parts) == 1 and keep[0] is None:
+            return parts[0]
+        if config.faiss.type != "flat":
+            return SegmentedDense(parts, keep)
+        import faiss
+
+        embeddings = _live_embeddings(parts, keep)
+        index = faiss.IndexFlatIP(parts[0].dim)
+        index.add(embeddings)
+        return DenseParts(index, embeddings)
+
+    @classmethod
+    def write_merged(cls, parts: Sequence[DenseParts], keep: Sequence[np.ndarray | None], config: DenseConfig,
+                     directory: Path) -> dict[str, Any]:
+        from index.dense import EMBEDDINGS_FILE, build_faiss, save_faiss
+
+        embeddings = _live_embeddings(parts, keep)
+        np.save(directory / EMBEDDINGS_FILE, embeddings, allow_pickle=False)
+        save_faiss(build_faiss(embeddings, config.faiss), directory)  # approximate types: trained afresh
+        return {"models": {config_name(config): config.model}, "embedding_dim": int(embeddings.shape[1])}
+
+
+def _live_embeddings(parts: Sequence[DenseParts], keep: Sequence[np.ndarray | None]) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate([np.asarray(p.embeddings if rows is None else p.embeddings[rows])
+                                                for p, rows in zip(parts, keep)]), dtype=np.float32)
+
+
+def config_name(config: RetrieverConfig) -> str:
+    """The retriever name a config is set under (the `BuildConfig` field of its type)."""
+    return next(name for name in RETRIEVERS if config_class(name) is type(config))
 
 
 def map_npy(reader: FileReader) -> np.ndarray:

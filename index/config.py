@@ -234,3 +234,24 @@ def retriever_name(value: str) -> str:
         raise PydanticCustomError("literal_error", "Input should be {expected}",
                                   {"expected": " or ".join(repr(n) for n in RETRIEVERS)})
     return value
+
+
+def setting_differences(key: str, have: Any, want: Any, out: list[tuple[str, Any, Any]]) -> None:
+    """Append `(key, have, want)` for each setting under `key` that differs between two `index_settings()` trees."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        # A key only one side has is a parameter the other side's choice does not read (hnsw_m of a flat index):
+        # the choice itself differs and is reported.
+        for name in sorted(have.keys() & want.keys()):
+            setting_differences(f"{key}.{name}", have[name], want[name], out)
+    elif have != want:
+        out.append((key, have, want))
+
+
+def build_setting_differences(built: BuildConfig, config: BuildConfig) -> list[tuple[str, Any, Any]]:
+    """`(key, the index's value, the config's value)` for each build-time setting that differs; a retriever
+    disabled on both sides is not compared."""
+    have, want = built.index_settings(), config.index_settings()
+    out: list[tuple[str, Any, Any]] = []
+    for part in have:
+        setting_differences(part, have[part], want.get(part), out)
+    return out

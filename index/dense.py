@@ -14,6 +14,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -161,12 +162,60 @@ def configure_search(index: faiss.Index, config: FaissConfig) -> None:
         ivf.nprobe = config.nprobe
 
 
+# Below this many allowed rows, a filtered search over an approximate index scores the allowed rows exactly (cheap,
+# and a graph or list search under a very selective filter may find fewer than k of them).
+EXACT_FILTERED_ROWS = 4096
+
+
+def _search_params(index: faiss.Index, config: FaissConfig, selector: Any) -> Any:
+    """Search parameters carrying an id selector; they replace the index's own knobs, so those are set again."""
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=config.ef_search)
+    ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=config.nprobe)
+    return faiss.SearchParameters(sel=selector)
+
+
+def exact_top_k(embeddings: np.ndarray, rows: np.ndarray, queries: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of `rows` by inner product with each query, exactly (score descending, row ascending on ties),
+    padded with -1 like a FAISS search."""
+    scores = np.asarray(queries, dtype=np.float32) @ np.asarray(embeddings[rows], dtype=np.float32).T
+    k_out = min(k, len(rows))
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    out = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    for q in range(len(queries)):
+        order = np.lexsort((rows, -scores[q]))[:k_out]
+        ids[q, :k_out], out[q, :k_out] = rows[order], scores[q][order]
+    return ids, out
+
+
 def search_faiss(index: faiss.Index, queries: np.ndarray, k: int, config: FaissConfig,
-                 embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows and inner products; with `rescore`, approximate candidates are re-scored with fp32 vectors."""
+                 embeddings: np.ndarray | None = None,
+                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k rows and inner products; with `rescore`, approximate candidates are re-scored with fp32 vectors.
+    `allowed` (a boolean mask over rows) restricts the search before the top-k: FAISS searches with an id
+    selector, so k results come back whenever k rows are allowed (an approximate index under a very selective
+    filter scores the allowed rows exactly)."""
     k = min(k, index.ntotal)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    params = None
+    if allowed is not None:
+        allowed_rows = np.flatnonzero(allowed)
+        approximate = config.type != "flat" and embeddings is not None
+        if approximate and len(allowed_rows) <= EXACT_FILTERED_ROWS:
+            return exact_top_k(embeddings, allowed_rows, queries, k)
+        bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+        params = _search_params(index, config, selector)
     fetch = max(k, config.rescore) if embeddings is not None and config.rescore else k
-    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+    scores, ids = index.search(queries, fetch, params=params)
+    if params is not None and embeddings is not None and config.type != "flat":
+        want = min(k, len(allowed_rows))
+        for q in np.flatnonzero((ids >= 0).sum(axis=1) < want):  # the graph/lists ran out under the filter
+            ids[q, :k], scores[q, :k] = (a[0] for a in exact_top_k(embeddings, allowed_rows, queries[q : q + 1], k))
+            ids[q, k:], scores[q, k:] = -1, -np.inf
     if fetch > k:
         for q in range(len(queries)):
             valid = ids[q] >= 0

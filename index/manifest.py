@@ -25,7 +25,9 @@ from index.config import retriever_name
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 1: one build's files. 2: segments (delta segments and tombstones written by `index.writer`); an index that is one
+# build with no updates is still written as 1, so older libraries keep reading it.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 # A load that finds its directory swapped away by a rebuild starts over; builds take far longer than a load, so a
 # second attempt nearly always sees a directory that stays put.
@@ -36,6 +38,9 @@ _BLOCK = 1 << 20
 # One path component of letters, digits, `.`, `_`, `-`, not starting with `.`: no `/`, `..`, absolute path, hidden
 # file, NUL, or look-alike Unicode can reach outside the index directory.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
+T = TypeVar("T")
 
 
 class IndexDirError(RuntimeError):
@@ -61,6 +66,23 @@ class FileEntry(BaseModel):
     bytes: Annotated[StrictInt, Field(ge=0)]
 
 
+class SegmentEntry(BaseModel):
+    """One segment of an updated index: its files carry `prefix` (the build's own segment has none), it holds
+    `rows` passages of `documents` documents, and `deleted` names the file listing its deleted rows (tombstones)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^(base|s[0-9]{6})$")]
+    prefix: Annotated[str, Field(pattern=r"^(s[0-9]{6}-)?$")]
+    rows: Annotated[StrictInt, Field(ge=0)]
+    documents: Annotated[StrictInt, Field(ge=0)]
+    deleted: Annotated[str, AfterValidator(_plain_file_name)] | None = None
+    deleted_rows: Annotated[StrictInt, Field(ge=0)] = 0
+
+
+BASE_SEGMENT = "base"
+
+
 class Manifest(BaseModel):
     """The fields the loader relies on, checked strictly (no bool for an int, no coercion); the rest (library
     version, corpus, counts, models) is kept as written."""
@@ -72,12 +94,26 @@ class Manifest(BaseModel):
     components: list[Annotated[str, AfterValidator(retriever_name)]]
     config: dict[str, Any]
     embedding_dim: Annotated[StrictInt, Field(ge=1)] | None = None
+    segments: list[SegmentEntry] | None = None
+    generation: Annotated[StrictInt, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _dense_has_a_dimension(self) -> Manifest:
         if "dense" in self.components and self.embedding_dim is None:
             raise ValueError("the dense component needs embedding_dim")
+        if self.segments is not None:
+            names = [s.name for s in self.segments]
+            if not names or len(set(names)) != len(names):
+                raise ValueError("segments must be a non-empty list of distinct segments")
         return self
+
+    def segment_list(self) -> list[SegmentEntry]:
+        """The segments, oldest first: an index never updated is its build's one segment."""
+        if self.segments is not None:
+            return list(self.segments)
+        counts = self.model_extra.get("counts", {}) if self.model_extra else {}
+        return [SegmentEntry(name=BASE_SEGMENT, prefix="", rows=int(counts.get("passages", 0)),
+                             documents=int(counts.get("documents", 0)))]
 
 
 def first_error(exc: ValidationError, root: str | None = None) -> str:
@@ -171,6 +207,7 @@ class IndexFiles:
         except NotADirectoryError:
             raise IndexDirError(f"{directory} is not an index (no {MANIFEST_FILE}); {self.rebuild}") from None
         self._manifest: Manifest | None = None
+        self._manifest_id: tuple[int, int, int] | None = None
         self._kept: weakref.finalize | None = None
 
     def close(self) -> None:
@@ -182,6 +219,20 @@ class IndexFiles:
         """Keep the directory handle (and so `handle_path`) valid until `owner` is garbage-collected: for a reader
         such as SQLite that may open more paths under it later."""
         self._kept = weakref.finalize(owner, os.close, self.fd)
+
+    def open_under_handle(self, make: Callable[[Path], T]) -> T:
+        """`make(path)` with `path` naming this very directory (as `handle_path` does) through a handle of its
+        own, kept open until the object made is garbage-collected: several readers (one SQLite store per segment)
+        can each outlive this `IndexFiles`."""
+        fd = os.dup(self.fd)
+        proc = Path(f"/proc/self/fd/{fd}")
+        try:
+            made = make(proc if proc.is_dir() else self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        weakref.finalize(made, os.close, fd)
+        return made
 
     def __enter__(self) -> IndexFiles:
         return self
@@ -196,13 +247,16 @@ class IndexFiles:
         return proc if proc.is_dir() else self.path
 
     def swapped(self) -> bool:
-        """True when the path no longer names the directory this reads from (a rebuild swapped a new one in)."""
+        """True when the path no longer names the directory this reads from (a rebuild swapped a new one in), or
+        an update committed a new manifest since this one was read."""
         try:
             now = os.stat(self.path)
         except OSError:
             return True
         own = os.fstat(self.fd)
-        return (now.st_dev, now.st_ino) != (own.st_dev, own.st_ino)
+        if (now.st_dev, now.st_ino) != (own.st_dev, own.st_ino):
+            return True
+        return self._manifest_id is not None and manifest_identity(self.path) != self._manifest_id
 
     def _open(self, name: str, listed: bool = True) -> int:
         missing = f"file {name} listed in the manifest is missing" if listed else f"is not an index (no {name})"
@@ -227,6 +281,8 @@ class IndexFiles:
         if self._manifest is None:
             fd = self._open(MANIFEST_FILE, listed=False)
             try:
+                st = os.fstat(fd)
+                self._manifest_id = (st.st_ino, st.st_mtime_ns, st.st_size)
                 raw = FileReader(fd).read(MAX_MANIFEST_BYTES + 1)
             finally:
                 os.close(fd)
@@ -286,6 +342,35 @@ class IndexFiles:
                 pass
 
 
+class SegmentFiles:
+    """One segment's files through an index's checked handle: a component asks for its plain file names
+    (`bm25.npz`) and gets the segment's (`s000003-bm25.npz`)."""
+
+    def __init__(self, files: IndexFiles, prefix: str) -> None:
+        self.files = files
+        self.prefix = prefix
+        self.path = files.path
+        self.verify = files.verify
+        self.rebuild = files.rebuild
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.files.manifest
+
+    @property
+    def handle_path(self) -> Path:
+        return self.files.handle_path
+
+    def reading(self, name: str):
+        return self.files.reading(self.prefix + name)
+
+    def read_bytes(self, name: str) -> bytes:
+        return self.files.read_bytes(self.prefix + name)
+
+    def has(self, name: str) -> bool:
+        return self.prefix + name in self.files.manifest.files
+
+
 def sha256_file(path: Path) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -302,22 +387,47 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(directory: Path, content: dict[str, Any], files: list[str]) -> None:
+def manifest_identity(directory: Path) -> tuple[int, int, int] | None:
+    """What changes whenever a new manifest is put in place (inode, mtime, size); None when there is none."""
+    try:
+        st = os.stat(directory / MANIFEST_FILE)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(directory: Path, content: dict[str, Any], files: list[str],
+                   known: dict[str, Any] | None = None, before_replace: Callable[[], None] | None = None) -> None:
+    """Write `manifest.json` atomically (a temp file, fsynced, renamed over the old one), listing `files` with
+    their sizes and sha256. `known`: entries of files already listed by the current manifest (immutable, so
+    not hashed again); `before_replace`: called once the temp file is durable, before the rename (a test hook)."""
     content = dict(content)
-    content["format_version"] = FORMAT_VERSION
+    segmented = content.get("segments") is not None
+    content["format_version"] = FORMAT_VERSION if segmented else 1
     content["files"] = {}
     for name in files:
         path = directory / name
+        if known and name in known:
+            content["files"][name] = dict(known[name])
+            continue
         fsync_file(path)
         content["files"][name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     Manifest.model_validate(content)  # never write a manifest the loader would refuse
     tmp = directory / (MANIFEST_FILE + ".tmp")
     tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str), encoding="utf-8")
     fsync_file(tmp)
+    if before_replace is not None:
+        before_replace()
     os.replace(tmp, directory / MANIFEST_FILE)
-
-
-T = TypeVar("T")
+    fsync_dir(directory)
 
 
 def read_one_build(directory: Path, verify: bool, read: Callable[[IndexFiles], T]) -> T:

@@ -28,7 +28,36 @@ DENSE_FRACTION_INV = 8
 # 12 bytes each, so a query holds at most ~12 MiB of postings at once however many terms it has.
 PART_POSTINGS = 1 << 20
 
+# A filtered query looks its allowed rows up in each term's postings (binary search, ~this many postings' worth of
+# work per row) when that is cheaper than scoring every posting and masking.
+SEARCH_COST = 16
+
 Multipliers = Sequence[float] | None
+
+
+def concat_postings(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    term_maps: Sequence[np.ndarray | None], row_maps: Sequence[np.ndarray],
+                    num_terms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One CSR over terms from several segments' `(indptr, indices, values)`: part i's term t becomes
+    `term_maps[i][t]` (None: t itself) and its row r becomes `row_maps[i][r]`, or is dropped where that is -1 (a
+    deleted row). Row maps must be increasing and disjoint across parts in order (segments in row order), so each
+    term's rows stay ascending."""
+    terms_all, rows_all, values_all = [], [], []
+    for (indptr, indices, values), term_map, row_map in zip(parts, term_maps, row_maps):
+        term_of = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+        rows = row_map[indices]
+        kept = rows >= 0
+        terms = term_of[kept]
+        terms_all.append(term_map[terms] if term_map is not None else terms)
+        rows_all.append(rows[kept])
+        values_all.append(values[kept])
+    terms = np.concatenate(terms_all) if terms_all else np.empty(0, dtype=np.int64)
+    order = np.argsort(terms, kind="stable")  # stable: rows stay ascending within a term
+    indptr = np.zeros(num_terms + 1, dtype=np.int64)
+    np.cumsum(np.bincount(terms, minlength=num_terms), out=indptr[1:])
+    rows = np.concatenate(rows_all)[order].astype(np.int32) if rows_all else np.empty(0, dtype=np.int32)
+    values = np.concatenate(values_all)[order] if values_all else np.empty(0)
+    return indptr, rows, values
 
 
 def consistent(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, num_docs: int,
@@ -132,13 +161,45 @@ class Postings:
         cand = sorted_docs[first].astype(np.int64)
         return cand, np.bincount(inverse, weights=vals, minlength=len(cand))
 
-    def search(self, ids: Sequence[int], mult: Multipliers, k: int,
-               constant: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def allowed_candidates(self, ids: Sequence[int], mult: Multipliers,
+                           rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`candidates` restricted to `rows` (ascending), found by binary search in each term's postings: the
+        cost grows with the allowed rows, not the postings, so a selective filter makes a query cheaper. The same
+        sums, bit for bit (each row's weights added in query-term order, from 0)."""
+        acc = np.zeros(len(rows))
+        hit = np.zeros(len(rows), dtype=bool)
+        indices, weights = self.indices, self.weights
+        for i, (s, e) in enumerate(self.spans(ids)):
+            if s == e:
+                continue
+            docs = indices[s:e]
+            at = np.searchsorted(docs, rows)
+            found = at < len(docs)
+            found[found] = docs[at[found]] == rows[found]
+            w = weights[s:e][at[found]]
+            m = 1 if mult is None else mult[i]
+            acc[found] += w * m if m != 1 else w
+            hit |= found
+        return rows[hit].astype(np.int64), acc[hit]
+
+    def search(self, ids: Sequence[int], mult: Multipliers, k: int, constant: float = 0.0,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows and scores (+ `constant`, what every document gets) among documents holding a query term;
-        ties: lower row first."""
+        ties: lower row first. `allowed` (a boolean mask over rows) restricts the documents before the top-k (a
+        metadata filter); their scores are the unfiltered ones."""
         if not ids or k < 1:
             return np.empty(0, dtype=np.int64), np.empty(0)
-        cand, scores = self.candidates(ids, mult)
+        if allowed is None:
+            cand, scores = self.candidates(ids, mult)
+        else:
+            rows = np.flatnonzero(allowed)
+            postings = sum(e - s for s, e in self.spans(ids))
+            if len(rows) * SEARCH_COST < postings:
+                cand, scores = self.allowed_candidates(ids, mult, rows)
+            else:
+                cand, scores = self.candidates(ids, mult)
+                keep = allowed[cand]
+                cand, scores = cand[keep], scores[keep]
         return top_k(cand, scores + constant if constant else scores, k)
 
 

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from index.components import Component
 from index.config import SpladeConfig
 from index.manifest import IndexFiles, Manifest
-from index.postings import Postings, consistent
+from index.postings import Postings, concat_postings, consistent
 from index.progress import bar
 from index.runtime.batches import st_batches
 
@@ -141,3 +141,33 @@ class SpladeComponent(Component):
     @classmethod
     def sizes(cls, part: SpladeParts) -> dict[str, int]:
         return {"splade": part.postings.num_docs}
+
+    @staticmethod
+    def _concat(parts: Sequence[SpladeParts], keep: Sequence[np.ndarray | None]) -> tuple[tuple, int]:
+        row_maps, offset = [], 0
+        for part, rows in zip(parts, keep):
+            n = part.postings.num_docs
+            row_map = np.full(n, -1, dtype=np.int64)
+            kept = np.arange(n) if rows is None else rows
+            row_map[kept] = np.arange(offset, offset + len(kept))
+            offset += len(kept)
+            row_maps.append(row_map)
+        arrays = [(p.postings.indptr, p.postings.indices, p.postings.weights) for p in parts]
+        return concat_postings(arrays, [None] * len(parts), row_maps, parts[0].vocab_size), offset
+
+    @classmethod
+    def combine(cls, parts: Sequence[SpladeParts], keep: Sequence[np.ndarray | None],
+                config: SpladeConfig) -> SpladeParts:
+        if len(parts) == 1 and keep[0] is None:
+            return parts[0]
+        (indptr, indices, weights), rows = cls._concat(parts, keep)
+        return SpladeParts(Postings(indptr, indices, weights, rows), parts[0].vocab_size)
+
+    @classmethod
+    def write_merged(cls, parts: Sequence[SpladeParts], keep: Sequence[np.ndarray | None], config: SpladeConfig,
+                     directory: Path) -> dict[str, Any]:
+        (indptr, indices, weights), rows = cls._concat(parts, keep)
+        with open(directory / SPLADE_FILE, "wb") as fh:
+            np.savez(fh, indptr=indptr, indices=indices.astype(np.int32), weights=weights.astype(np.float32),
+                     num_docs=np.int64(rows))
+        return {"counts": {"splade_postings": int(len(indices))}}

@@ -133,8 +133,9 @@ class DocumentStore:
     messages show (default: `directory`). Ids and rows asked for are those the index refers to: one missing is
     damage, reported as `IndexDirError`."""
 
-    def __init__(self, directory: Path, name: Path | None = None) -> None:
-        self.path = directory / STORE_FILE
+    def __init__(self, directory: Path, name: Path | None = None, file: str = STORE_FILE) -> None:
+        self.path = directory / file
+        self._file = file
         self._shown = Path(name) if name is not None else directory
         self._lock = threading.Lock()
         self._budget = _Budget()
@@ -189,7 +190,7 @@ class DocumentStore:
             raise self._damaged(f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
 
     def _damaged(self, problem: str) -> IndexDirError:
-        return IndexDirError(f"{self._shown / STORE_FILE} {problem}; {rebuild_hint(self._shown)}")
+        return IndexDirError(f"{self._shown / self._file} {problem}; {rebuild_hint(self._shown)}")
 
     # -- checks --------------------------------------------------------------------------------------------------
 

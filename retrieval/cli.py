@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from index.documents import CorpusError
 from index.extras import MissingExtraError
+from index.lock import IndexLockedError
 from index.manifest import IndexDirError
 from index.runtime.models import ModelNotAvailableError
 from index.version import library_version
@@ -36,11 +37,21 @@ from retrieval.config import ConfigError
 # The checkout (the project is installed editable): where the default configs and the sample corpus are.
 ROOT = Path(__file__).resolve().parent.parent
 # `twostage` subcommand -> its module in retrieval.commands, in the order `twostage --help` lists them.
-COMMANDS = {"build": "build", "search": "search", "eval": "evaluate", "train-reranker": "train_reranker",
-            "tune-fusion": "tune_fusion", "bench": "benchmark", "demo": "demo"}
+COMMANDS = {"build": "build", "update": "update", "search": "search", "eval": "evaluate",
+            "train-reranker": "train_reranker", "tune-fusion": "tune_fusion", "bench": "benchmark", "demo": "demo"}
 # OSError covers missing files, permissions, a path under a regular file, a full disk: all the user's to fix.
-EXPECTED_ERRORS = (ConfigError, CorpusError, IndexDirError, ModelNotAvailableError, MissingExtraError,
+EXPECTED_ERRORS = (ConfigError, CorpusError, IndexDirError, IndexLockedError, ModelNotAvailableError, MissingExtraError,
                    ValidationError, ValueError, TypeError, OSError)
+
+
+def metadata_filter(text: str) -> Any:
+    """`--filter '<JSON>'`: its syntax checked now (a usage error saying where); fields are checked at search."""
+    from index.filters import FilterError, parse_filter_json
+
+    try:
+        return parse_filter_json(text)
+    except FilterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:

@@ -28,6 +28,7 @@ from index.config import (
     StrictModel,
     enabled_retrievers,
     retriever_name,
+    setting_differences,
 )
 from rerank.config import RerankConfig
 
@@ -112,6 +113,8 @@ def _node_counts(root: yaml.Node) -> tuple[int, int]:
 class IndexSection(StrictModel):
     path: Path | None = None
     verify: bool = True
+    # Before each query, one stat of the manifest: a commit by a writer is then seen by the next query.
+    auto_refresh: bool = True
     chunking: ChunkingConfig | None = None
     corpus: CorpusConfig = CorpusConfig()
 
@@ -210,18 +213,8 @@ def build_differences(config: PipelineConfig, built: BuildConfig) -> list[tuple[
     out: list[tuple[str, Any, Any]] = []
     for part, key in _BUILD_KEYS.items():
         if part in have:
-            _differences(key, have[part], want[part], out)
+            setting_differences(key, have[part], want[part], out)
     return out
-
-
-def _differences(key: str, have: Any, want: Any, out: list[tuple[str, Any, Any]]) -> None:
-    if isinstance(have, dict) and isinstance(want, dict):
-        # A key only one side has is a parameter the other side's choice does not read (hnsw_m of a flat index):
-        # the choice itself differs and is reported.
-        for name in sorted(have.keys() & want.keys()):
-            _differences(f"{key}.{name}", have[name], want[name], out)
-    elif have != want:
-        out.append((key, have, want))
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -94,8 +94,18 @@ class _Candidates:
     own: list[tuple[str, float]] = field(default_factory=list)  # the reranker's own ranking of its head
 
 
+@dataclass(frozen=True)
+class _View:
+    """One committed state of the index and the retrievers over it: a query reads one view from start to end."""
+
+    index: IndexDirectory
+    retrievers: list[Retriever]
+
+
 class SearchPipeline:
-    """Thread-safe for queries: one instance can serve many threads (models are behind locks)."""
+    """Thread-safe for queries: one instance can serve many threads (models are behind locks). A writer's commit
+    is seen by the next query (`index.auto_refresh`, on by default) or after `refresh()`; each query answers from
+    one committed state."""
 
     def __init__(self, config: PipelineConfig, index: IndexDirectory | None = None,
                  encoder: Any | None = None, reranker: Any | None = None,
@@ -112,16 +122,10 @@ class SearchPipeline:
             if config.index.path is None:
                 raise ConfigError("index.path is not set; set it in the config or pass index=")
             index = IndexDirectory.load(config.index.path, verify=config.index.verify)
-        self.index = index
         retrievers = config.first_stage.retrievers()
-        check_retrievers(index, retrievers)  # a missing component or another model: the clearest message first
-        differences = build_differences(config, index.build_config)
-        if differences:
-            raise IndexDirError(f"{index.path} was built with {_settings(differences, 1)} but the config has "
-                                f"{_settings(differences, 2)}; rebuild the index with this config, or change the "
-                                "config to the index's values")
+        self._check_index(index)
         models = {**(models or {}), **({"dense": encoder} if encoder is not None else {})}
-        self.retrievers: list[Retriever] = open_retrievers(index, retrievers, models)
+        self._view = _View(index, open_retrievers(index, retrievers, models))
         self.reranker = reranker
         if self.reranker is None and config.rerank is not None:
             from rerank.cross_encoder import CrossEncoderReranker
@@ -129,6 +133,42 @@ class SearchPipeline:
             self.reranker = CrossEncoderReranker(config=config.rerank)
         self._chunked = index.build_config.chunking is not None
         self._lock = threading.Lock()
+
+    def _check_index(self, index: IndexDirectory) -> None:
+        check_retrievers(index, self.config.first_stage.retrievers())  # a missing component or another model first
+        differences = build_differences(self.config, index.build_config)
+        if differences:
+            raise IndexDirError(f"{index.path} was built with {_settings(differences, 1)} but the config has "
+                                f"{_settings(differences, 2)}; rebuild the index with this config, or change the "
+                                "config to the index's values")
+
+    @property
+    def index(self) -> IndexDirectory:
+        """The index as of the last refresh."""
+        return self._view.index
+
+    @property
+    def retrievers(self) -> list[Retriever]:
+        return self._view.retrievers
+
+    def refresh(self) -> bool:
+        """Load the index's latest commit, if there is a newer one (unchanged segments and every model are
+        reused); queries running meanwhile finish on the state they started with. Returns whether it changed."""
+        with self._lock:
+            view = self._view
+            if not view.index.changed():
+                return False
+            index = view.index.reload()
+            self._check_index(index)  # a rebuild may have put an index of other settings at the path
+            models = {r.name: r.loaded_model() for r in view.retrievers if r.loaded_model() is not None}
+            self._view = _View(index, open_retrievers(index, self.config.first_stage.retrievers(), models))
+            logger.info("%s: now searching commit %d (%d documents)", index.path, index.generation, len(index.store))
+            return True
+
+    def _current(self) -> _View:
+        if self.config.index.auto_refresh and self._view.index.changed():
+            self.refresh()
+        return self._view
 
     def retriever(self, name: str) -> Retriever | None:
         """The first-stage retriever `name`, or None when the pipeline does not run it."""
@@ -240,13 +280,13 @@ class SearchPipeline:
 
     # -- stages ---------------------------------------------------------------------------------------------
 
-    def _to_docs(self, hits: tuple[np.ndarray, np.ndarray], k: int, cand: _Candidates,
+    def _to_docs(self, view: _View, hits: tuple[np.ndarray, np.ndarray], k: int, cand: _Candidates,
                  stage: str) -> list[tuple[str, float]]:
         """Passage hits to documents (a document scores as its best passage, which is remembered)."""
         rows, scores = hits
         best: dict[str, float] = {}
         best_row = cand.best.setdefault(stage, {})
-        row_doc = self.index.store.row_doc_ids
+        row_doc = view.index.store.row_doc_ids
         for row, score in zip(rows.tolist(), scores.tolist()):
             doc_id = row_doc[row]
             if doc_id not in best:
@@ -257,43 +297,44 @@ class SearchPipeline:
                 seen.append(row)
         return list(best.items())[:k]
 
-    def _fused_best(self, cand: _Candidates) -> None:
+    def _fused_best(self, view: _View, cand: _Candidates) -> None:
         """A fused document's best passage: the one of the retriever that ranks the document highest."""
-        ranks = {r.name: {d: i for i, (d, _) in enumerate(cand.lists[r.name])} for r in self.retrievers
+        ranks = {r.name: {d: i for i, (d, _) in enumerate(cand.lists[r.name])} for r in view.retrievers
                  if r.name in cand.lists}
         best = cand.best.setdefault(FUSED, {})
         for doc_id, _ in cand.lists.get(FUSED, []):
             name = min((n for n in ranks if doc_id in ranks[n]), key=lambda n: ranks[n][doc_id])
             best[doc_id] = cand.best[name][doc_id]
 
-    def _first_stage(self, texts: list[str], stage: str) -> list[_Candidates]:
+    def _first_stage(self, view: _View, texts: list[str], stage: str,
+                     mask: np.ndarray | None) -> list[_Candidates]:
         out = [_Candidates() for _ in texts]
         active = [i for i, t in enumerate(texts) if t]
         todo = [texts[i] for i in active]
         factor = _CHUNK_FETCH_FACTOR if self._chunked else 1
-        wanted = [r for r in self.retrievers if stage in (r.name, FUSED, RERANK)]
+        wanted = [r for r in view.retrievers if stage in (r.name, FUSED, RERANK)]
         for retriever in wanted:
             k = retriever.config.top_k
-            for i, hits in zip(active, retriever.search_batch(todo, k * factor)):
-                out[i].lists[retriever.name] = self._to_docs(hits, k, out[i], retriever.name)
-        if len(self.retrievers) > 1 and stage in (FUSED, RERANK):
+            for i, hits in zip(active, retriever.search_batch(todo, k * factor, mask)):
+                out[i].lists[retriever.name] = self._to_docs(view, hits, k, out[i], retriever.name)
+        if len(view.retrievers) > 1 and stage in (FUSED, RERANK):
             fusion = self.config.first_stage.fusion
             for cand in out:
-                parts = {r.name: cand.lists[r.name] for r in self.retrievers if r.name in cand.lists}
+                parts = {r.name: cand.lists[r.name] for r in view.retrievers if r.name in cand.lists}
                 if not parts:
                     continue
                 if fusion.method == "rrf":
                     # weights only when the config sets them, so plain RRF scores stay the textbook 1/(k+rank)
                     fused = rrf(parts, fusion.k, fusion.weights or None)
                 else:
-                    weights = fusion.weights or dict.fromkeys(parts, 1 / len(self.retrievers))
+                    weights = fusion.weights or dict.fromkeys(parts, 1 / len(view.retrievers))
                     fused = weighted(parts, weights, fusion.normalization)
                 cand.lists[FUSED] = fused[: fusion.top_k]
                 if self._chunked:
-                    self._fused_best(cand)
+                    self._fused_best(view, cand)
         return out
 
-    def _rerank(self, query: str, cand: _Candidates) -> None:
+    def _rerank(self, view: _View, query: str, cand: _Candidates) -> None:
         cfg = self.config.rerank
         first = cand.lists.get(self.first_stage, [])
         head = first[: cfg.top_n if cfg is not None else 50]
@@ -308,8 +349,8 @@ class SearchPipeline:
             seen = cand.rows.get(d, [])
             top = best.get(d)
             rows[d] = ([top] + [r for r in seen if r != top] if top is not None else list(seen))[:limit]
-        texts = self.index.store.passage_texts([r for rs in rows.values() for r in rs])
-        docs = self.index.store.get(d for d, _ in head)
+        texts = view.index.store.passage_texts([r for rs in rows.values() for r in rs])
+        docs = view.index.store.get(d for d, _ in head)
         passages = [[model_text(docs[d]["title"], texts[r]) for r in rows[d]] for d, _ in head]
         if hasattr(self.reranker, "score_passages"):
             per_doc = self.reranker.score_passages(query, passages)
@@ -322,52 +363,61 @@ class SearchPipeline:
         interpolation = cfg.interpolation if cfg is not None else 0.0
         cand.lists[RERANK] = rerank_list(first, scores, interpolation)
 
-    def _run(self, texts: list[str], stage: str) -> list[_Candidates]:
+    def _run(self, view: _View, texts: list[str], stage: str, filter: Any = None) -> list[_Candidates]:
         if stage not in self.stages:
             raise ValueError(f"stage {stage!r} is not available in this pipeline; available: {self.stages}")
-        cands = self._first_stage(texts, stage)
+        mask = view.index.filter_mask(filter) if filter is not None else None
+        cands = self._first_stage(view, texts, stage, mask)
         if stage == RERANK:
             for text, cand in zip(texts, cands):
                 if text:
-                    self._rerank(text, cand)
+                    self._rerank(view, text, cand)
         return cands
 
     # -- public API -----------------------------------------------------------------------------------------
 
-    def retrieve(self, queries: Sequence[str], stage: str | None = None,
-                 top_k: int | None = None) -> list[list[tuple[str, float]]]:
+    def retrieve(self, queries: Sequence[str], stage: str | None = None, top_k: int | None = None,
+                 filter: dict[str, Any] | None = None) -> list[list[tuple[str, float]]]:
         """Ranked `(doc_id, score)` lists of one stage for many queries (what evaluation needs): the stage's whole
-        ranking, or its first `top_k`. Queries and `top_k` are checked as `query_batch` checks them."""
+        ranking, or its first `top_k`. Queries and `top_k` are checked as `query_batch` checks them; `filter` as
+        in `query`."""
         texts = self._checked(queries, top_k, "retrieve")
         stage = stage or self.final_stage
-        cands = self._run(texts, stage)
+        cands = self._run(self._current(), texts, stage, filter)
         return [c.lists.get(stage, [])[:top_k] for c in cands]
 
-    def query(self, text: str, top_k: int | None = None, passages: bool = False) -> list[SearchResult]:
+    def query(self, text: str, top_k: int | None = None, passages: bool = False,
+              filter: dict[str, Any] | None = None) -> list[SearchResult]:
         """Ranked results for one query; an empty or whitespace-only query returns [].
 
         Parameters:
             text: the query.
             top_k: how many results (default: the config's `output.top_k`).
             passages: also list every matched passage of each result (`SearchResult.passages`; chunked indexes).
+            filter: a metadata filter (`index.filters`), e.g. `{"source": "pubmed", "year": {"gte": 2015}}`:
+                applied before each retriever's top-k, so `top_k` results come back whenever that many matching
+                documents score; scores are the unfiltered ones. A bad filter raises `FilterError` (a
+                ValueError) saying where.
 
         Example:
             >>> pipe = SearchPipeline.from_index("/tmp/idx/scifact")  # doctest: +SKIP
             >>> [(r.doc_id, r.stages["final"].rank) for r in pipe.query("vitamin D", top_k=2)]  # doctest: +SKIP
+            >>> pipe.query("vitamin D", filter={"year": {"gte": 2015}})  # doctest: +SKIP
         """
-        return self.query_batch([text], top_k=top_k, passages=passages, _single=True)[0]
+        return self.query_batch([text], top_k=top_k, passages=passages, filter=filter, _single=True)[0]
 
     def query_batch(self, texts: Sequence[str], top_k: int | None = None, passages: bool = False,
-                    _single: bool = False) -> list[list[SearchResult]]:
-        """Results for many queries (batched encoding). A non-string anywhere raises TypeError naming its
-        position before any work is done; empty queries get []."""
+                    filter: dict[str, Any] | None = None, _single: bool = False) -> list[list[SearchResult]]:
+        """Results for many queries (batched encoding), all under the same `filter` (as in `query`). A
+        non-string anywhere raises TypeError naming its position before any work is done; empty queries get []."""
         top_k = self.config.output.top_k if top_k is None else top_k
         clean = self._checked(texts, top_k, "query_batch", _single)
         stage = self.final_stage
-        cands = self._run(clean, stage)
+        view = self._current()
+        cands = self._run(view, clean, stage, filter)
         wanted: list[list[str]] = [[d for d, _ in c.lists.get(stage, [])[:top_k]] for c in cands]
-        docs = self.index.store.get(d for ids in wanted for d in ids)
-        return [self._results(c, ids, docs, stage, passages) for c, ids in zip(cands, wanted)]
+        docs = view.index.store.get(d for ids in wanted for d in ids)
+        return [self._results(view, c, ids, docs, stage, passages) for c, ids in zip(cands, wanted)]
 
     def notes(self) -> list[str]:
         """What is worth reporting once about the queries run so far (e.g. the reranker's truncation counts),
@@ -375,7 +425,7 @@ class SearchPipeline:
         notes = getattr(self.reranker, "notes", None)
         return list(notes()) if notes is not None else []
 
-    def _results(self, cand: _Candidates, ids: list[str], docs: dict[str, dict], stage: str,
+    def _results(self, view: _View, cand: _Candidates, ids: list[str], docs: dict[str, dict], stage: str,
                  all_passages: bool) -> list[SearchResult]:
         lists = dict(cand.lists)
         if stage == RERANK:  # the reranker's own view, then the ranking returned
@@ -395,18 +445,18 @@ class SearchPipeline:
                 top = best.get(doc_id, rows[0] if rows else None)
                 if top is not None:
                     ordered = [top] + [r for r in rows if r != top] if all_passages else [top]
-                    found = self._passages(doc["text"], ordered)
+                    found = self._passages(view, doc["text"], ordered)
                     result.passage = found[0]
                     result.passages = found if all_passages else []
             out.append(result)
         return out
 
-    def _passages(self, text: str, rows: list[int]) -> list[Passage]:
+    def _passages(self, view: _View, text: str, rows: list[int]) -> list[Passage]:
         """The passages at `rows` of one document, with their offsets into its text."""
-        spans = passage_spans(text, self.index.build_config.chunking)
+        spans = passage_spans(text, view.index.build_config.chunking)
         out = []
         for row in rows:
-            passage_id = self.index.store.passage_ids[row]
+            passage_id = view.index.store.passage_ids[row]
             start, end = spans[int(passage_id.rsplit("#", 1)[1])]
             out.append(Passage(passage_id, start, end, text[start:end]))
         return out

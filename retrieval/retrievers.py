@@ -60,19 +60,18 @@ class Retriever:
             raise IndexDirError(f"{path} was built with the {cls.model_kind} {index.model(name)!r} but the config "
                                 f"asks for {config.model!r}; rebuild the index or change first_stage.{name}.model")
 
-    def search_batch(self, queries: Sequence[str], k: int, filter: None = None) -> list[Hits]:
-        """The top `k` passage rows and scores of each query (a `filter` argument is reserved for metadata
-        filters; none is supported yet)."""
+    def search_batch(self, queries: Sequence[str], k: int, filter: np.ndarray | None = None) -> list[Hits]:
+        """The top `k` passage rows and scores of each query. `filter`: a boolean mask over rows
+        (`IndexDirectory.filter_mask`) applied before the top-k, so k rows come back whenever k allowed rows
+        score; their scores are the unfiltered ones."""
         raise NotImplementedError
 
-    def search(self, query: str, k: int) -> Hits:
-        return self.search_batch([query], k)[0]
+    def search(self, query: str, k: int, filter: np.ndarray | None = None) -> Hits:
+        return self.search_batch([query], k, filter)[0]
 
-
-def refuse_filter(filter: Any) -> None:
-    """Until metadata filters land, a filter is refused rather than ignored (which would return unfiltered hits)."""
-    if filter is not None:
-        raise NotImplementedError("metadata filters are not supported yet")
+    def loaded_model(self) -> Any | None:
+        """The model this retriever holds, if any: reopening it over a newer state of the index reuses it."""
+        return None
 
 
 def retriever_class(name: str) -> type[Retriever]:
@@ -122,8 +121,7 @@ class BM25Retriever(Retriever):
     def open(cls, name: str, config: BM25Config, index: IndexDirectory, model: Any | None = None) -> BM25Retriever:
         return cls(index.parts[name], config, index.build_config.bm25.analyzer, name)
 
-    def search_batch(self, queries: Sequence[str], k: int, filter: None = None) -> list[Hits]:
-        refuse_filter(filter)
+    def search_batch(self, queries: Sequence[str], k: int, filter: np.ndarray | None = None) -> list[Hits]:
         tokens = [self.analyzer.tokenize(q) for q in queries]
         if self._reference is not None:
             out = []
@@ -132,10 +130,11 @@ class BM25Retriever(Retriever):
                     out.append((np.empty(0, dtype=np.int64), np.empty(0)))
                     continue
                 scores = np.asarray(self._reference.get_scores(t))
-                top = np.lexsort((np.arange(len(scores)), -scores))[:k]
+                rows = np.arange(len(scores)) if filter is None else np.flatnonzero(filter)
+                top = rows[np.lexsort((rows, -scores[rows]))[:k]]
                 out.append((top, scores[top]))
             return out
-        return self.scorer.search_batch(tokens, k)
+        return self.scorer.search_batch(tokens, k, filter)
 
 
 class DenseRetriever(Retriever):
@@ -143,16 +142,26 @@ class DenseRetriever(Retriever):
 
     model_kind = "embedding model"
 
-    def __init__(self, encoder: Any, index: Any, config: DenseConfig, embeddings: np.ndarray | None = None,
-                 name: str = "dense") -> None:
+    def __init__(self, encoder: Any, parts: Any, config: DenseConfig, name: str = "dense") -> None:
         from index.dense import configure_search
 
         self.name = name
         self.encoder = encoder
-        self.index = index
+        self.parts = parts  # `DenseParts`, or `SegmentedDense` for an updated approximate index
         self.config = config
-        self.embeddings = embeddings
-        configure_search(index, config.faiss)
+        for index in getattr(parts, "parts", [parts]):
+            configure_search(index.index, config.faiss)
+
+    @property
+    def index(self) -> Any:
+        return self.parts.index
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        return self.parts.embeddings
+
+    def loaded_model(self) -> Any:
+        return self.encoder
 
     @classmethod
     def open(cls, name: str, config: DenseConfig, index: IndexDirectory, model: Any | None = None) -> DenseRetriever:
@@ -160,21 +169,15 @@ class DenseRetriever(Retriever):
 
         parts = index.parts[name]
         encoder = model or Encoder(config.model, config)
-        if encoder.dim != parts.index.d:
+        if encoder.dim != parts.dim:
             raise IndexDirError(f"the encoder {config.model!r} gives {encoder.dim}-dim vectors but the index "
-                                f"holds {parts.index.d}-dim ones; rebuild the index with this model")
-        return cls(encoder, parts.index, config, parts.embeddings, name)
+                                f"holds {parts.dim}-dim ones; rebuild the index with this model")
+        return cls(encoder, parts, config, name)
 
-    def search_batch(self, queries: Sequence[str], k: int, filter: None = None) -> list[Hits]:
-        from index.dense import search_faiss
-
-        refuse_filter(filter)
+    def search_batch(self, queries: Sequence[str], k: int, filter: np.ndarray | None = None) -> list[Hits]:
         if not queries:
             return []
+        if filter is not None and not filter.any():
+            return [(np.empty(0, dtype=np.int64), np.empty(0)) for _ in queries]
         emb = self.encoder.encode_queries(queries)
-        ids, scores = search_faiss(self.index, emb, k, self.config.faiss, self.embeddings)
-        out = []
-        for row_ids, row_scores in zip(ids, scores):
-            valid = row_ids >= 0
-            out.append((row_ids[valid].astype(np.int64), row_scores[valid].astype(np.float64)))
-        return out
+        return self.parts.search(emb, k, self.config.faiss, filter)

@@ -19,7 +19,7 @@ import numpy as np
 from index.config import SpladeConfig
 from index.directory import IndexDirectory
 from index.manifest import IndexDirError, rebuild_hint
-from retrieval.retrievers import Hits, Retriever, refuse_filter
+from retrieval.retrievers import Hits, Retriever
 
 
 class SpladeRetriever(Retriever):
@@ -48,8 +48,10 @@ class SpladeRetriever(Retriever):
                 f"first_stage.{name}.model to the model the index was built with")
         return cls(encoder, parts, config, name)
 
-    def search_batch(self, queries: Sequence[str], k: int, filter: None = None) -> list[Hits]:
-        refuse_filter(filter)
+    def loaded_model(self) -> Any:
+        return self.encoder
+
+    def search_batch(self, queries: Sequence[str], k: int, filter: np.ndarray | None = None) -> list[Hits]:
         if not queries:
             return []
         weights = self.encoder.encode(list(queries), query=True)
@@ -57,6 +59,6 @@ class SpladeRetriever(Retriever):
         for q in range(weights.shape[0]):
             s, e = weights.indptr[q], weights.indptr[q + 1]
             ids, mult = weights.indices[s:e].tolist(), weights.data[s:e].tolist()
-            rows, scores = self.postings.search(ids, mult, k)
+            rows, scores = self.postings.search(ids, mult, k, allowed=filter)
             out.append((rows.astype(np.int64), scores.astype(np.float64)))
         return out

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-identical-ids", action="store_true",
                    help="drop retrieved documents whose id equals the query id (BEIR's default for datasets whose "
                         "queries are also documents)")
+    p.add_argument("--filter", metavar="JSON", type=cli.metadata_filter,
+                   help="metadata filter every query runs under, e.g. '{\"source\": \"pubmed\"}' (README: Filters)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
 
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = SearchPipeline.from_index(index, config)
     seconds["index"] = time.perf_counter() - start
     result = evaluate(pipe, data, stages, batch_size=args.batch_size, ignore_identical_ids=args.ignore_identical_ids,
-                      show_progress=not args.quiet)
+                      show_progress=not args.quiet, filter=args.filter)
     result.seconds = {**seconds, **result.seconds}
     report = result.to_dict()
     report.update(config=str(args.config) if args.config else None, index=str(pipe.config.index.path))

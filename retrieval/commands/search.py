@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"with --json: full document text, not {TEXT_CHARS} chars (text_truncated says when cut)")
     p.add_argument("--passages", action="store_true",
                    help="with --json: every matched passage of each result, best first (chunked indexes)")
+    p.add_argument("--filter", metavar="JSON", type=cli.metadata_filter,
+                   help='metadata filter, e.g. \'{"source": "pubmed", "year": {"gte": 2015}}\' (README: Filters)')
     p.add_argument("queries", nargs="+", metavar="QUERY")
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from retrieval.commands.snippet import bold_wanted, pipeline_matcher
 
     pipe = SearchPipeline.from_index(args.index, args.config)
-    results = pipe.query_batch(args.queries, top_k=args.top_k, passages=args.passages)
+    results = pipe.query_batch(args.queries, top_k=args.top_k, passages=args.passages, filter=args.filter)
     matcher, bold = pipeline_matcher(pipe), bold_wanted()
     for query, hits in zip(args.queries, results):
         if args.json:

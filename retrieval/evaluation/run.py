@@ -11,7 +11,7 @@ import heapq
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from index.progress import bar as progress
 from retrieval.evaluation.errors import EvaluationError
@@ -59,8 +59,9 @@ def _check_index_holds_corpus(pipeline: SearchPipeline, dataset: BeirDataset) ->
 
 def evaluate(pipeline: SearchPipeline, dataset: BeirDataset, stages: Sequence[str] | None = None, *,
              metrics: Sequence[str] = DEFAULT_METRICS, batch_size: int = 64, ignore_identical_ids: bool = False,
-             show_progress: bool = True) -> EvaluationResult:
+             show_progress: bool = True, filter: Any = None) -> EvaluationResult:
     """Run every query of `dataset` through each stage of one pipeline (one index) and score it by pytrec_eval.
+    `filter`: a metadata filter every query runs under (`SearchPipeline.query`), e.g. to measure one source.
 
     Refuses (`EvaluationError`) an index that does not hold the dataset's corpus. `stages` defaults to
     `pipeline.stages`. Recall@k deeper than a stage ranks (recall@1000 with top_k 100) is
@@ -88,7 +89,9 @@ def evaluate(pipeline: SearchPipeline, dataset: BeirDataset, stages: Sequence[st
         with progress(None, f"evaluating {stage}", "query", show=show_progress, total=len(qids)) as bar:
             for i in range(0, len(qids), batch_size):
                 batch = qids[i: i + batch_size]
-                lists = pipeline.retrieve([dataset.queries[q] for q in batch], stage=stage)
+                texts = [dataset.queries[q] for q in batch]
+                lists = (pipeline.retrieve(texts, stage=stage) if filter is None
+                         else pipeline.retrieve(texts, stage=stage, filter=filter))
                 run.update(zip(batch, lists))
                 bar.update(len(batch))
         result.seconds[stage] = time.perf_counter() - start

@@ -23,7 +23,7 @@ import index.builder as builder
 from index.builder import build_index
 from index.dense import Encoder
 from index.directory import IndexDirectory
-from index.manifest import FORMAT_VERSION, MANIFEST_FILE, IndexDirError, sha256_file
+from index.manifest import MANIFEST_FILE, IndexDirError, sha256_file
 from retrieval.config import load_config
 from tests.conftest import ROOT, SAMPLE_CORPUS, pipeline_config
 from tests.reliability import bm25_only, bm25_pipeline_config, leftovers
@@ -31,12 +31,12 @@ from tests.reliability import bm25_only, bm25_pipeline_config, leftovers
 
 def test_manifest_describes_the_index(sample_index, tiny_bi_encoder):
     manifest = json.loads((sample_index / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["format_version"] == 1  # one build, never updated: still readable by format-1 libraries
     assert manifest["counts"]["documents"] == 24 and manifest["counts"]["passages"] == 24
     assert manifest["models"]["dense"] == str(tiny_bi_encoder)
     assert manifest["embedding_dim"] == 32
-    assert set(manifest["files"]) == {"documents.sqlite", "bm25.npz", "bm25_vocab.json", "embeddings.npy",
-                                      "faiss.index"}
+    assert set(manifest["files"]) == {"documents.sqlite", "fields.npz", "fields.json", "bm25.npz", "bm25_vocab.json",
+                                      "embeddings.npy", "faiss.index"}
     for name, info in manifest["files"].items():
         assert sha256_file(sample_index / name) == info["sha256"]
     assert not any(p.name.endswith((".pkl", ".pickle")) for p in sample_index.iterdir())

@@ -27,7 +27,8 @@ from retrieval.config import load_config
 from tests.conftest import SAMPLE_CORPUS, _copy_tokenizer, _tiny_bert_config, pipeline_config
 from tests.reliability import answers, bm25_only, copy_index
 
-FILES = ["documents.sqlite", "bm25.npz", "bm25_vocab.json", "embeddings.npy", "faiss.index"]
+FILES = ["documents.sqlite", "fields.npz", "fields.json", "bm25.npz", "bm25_vocab.json", "embeddings.npy",
+         "faiss.index"]
 REBUILD = r"rebuild it with: python scripts/build_index.py"
 
 
@@ -102,7 +103,7 @@ def test_truncated_file_behind_a_matching_manifest(index_copy, name):
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda m: {**m, "format_version": 99},
-     r"has index format 99, newer than this library reads \(1\); upgrade the library or " + REBUILD),
+     r"has index format 99, newer than this library reads \(2\); upgrade the library or " + REBUILD),
     (lambda m: {k: v for k, v in m.items() if k != "format_version"},
      r"has no format_version; it was not written by this library"),
     (lambda m: [m], r"has no format_version"),
@@ -401,3 +402,15 @@ def test_any_manifest_value_loads_or_is_refused_in_one_line(bm25_index, key, val
         assert "\n" not in str(exc) and len(str(exc)) < 800
     finally:
         (bm25_index / MANIFEST_FILE).write_bytes(original)
+
+
+def test_index_built_before_metadata_columns_still_loads_and_filters(index_copy):
+    """Neither metadata-column file listed (an index from before they existed): the columns are made from the
+    store on first use."""
+    manifest = _manifest(index_copy)
+    for name in ("fields.npz", "fields.json"):
+        del manifest["files"][name]
+        (index_copy / name).unlink()
+    _write_manifest(index_copy, manifest)
+    index = IndexDirectory.load(index_copy)
+    assert index.filter_mask({"doc_id": "tides"}).sum() == 1

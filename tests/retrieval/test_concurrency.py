@@ -108,13 +108,15 @@ def test_8_threads_1000_queries_equal_the_sequential_run(sample_index, tiny_bi_e
 
 
 def test_a_rebuild_under_an_open_pipeline(tmp_path, tiny_bi_encoder, one_torch_thread):
-    """A cron job rebuilds the index while a server's pipeline is open: the pipeline keeps answering from the index
-    it loaded, in every thread (new ones included), until a new pipeline is made."""
+    """A cron job rebuilds the index while a server's pipeline is open: with `index.auto_refresh: false` the
+    pipeline keeps answering from the index it loaded, in every thread (new ones included), until refreshed; with
+    the default, the next query answers from the new build."""
     target = tmp_path / "idx"
     config = pipeline_config(target, tiny_bi_encoder)
     build = load_config(config).build_config()
     build_index(SAMPLE_CORPUS, target, build, show_progress=False)
-    pipe = SearchPipeline.from_config(config)
+    pipe = SearchPipeline.from_config({**config, "index": {**config["index"], "auto_refresh": False}})
+    auto = SearchPipeline.from_config(config)
     queries = QUERIES[:60]
     before = [answers(pipe, [q], 5)[0] for q in queries]
     renamed = tmp_path / "v2.jsonl"
@@ -126,3 +128,5 @@ def test_a_rebuild_under_an_open_pipeline(tmp_path, tiny_bi_encoder, one_torch_t
     assert after == before
     fresh = SearchPipeline.from_config(config)
     assert all(r[0].startswith("v2-") for hits in answers(fresh, queries, 5) for r in hits)
+    assert answers(auto, queries, 5) == answers(fresh, queries, 5)
+    assert pipe.refresh() and answers(pipe, queries, 5) == answers(fresh, queries, 5)
