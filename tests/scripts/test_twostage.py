@@ -55,7 +55,7 @@ def test_each_command_help_shows_its_options_and_an_example(name, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message", "hint"),
     [
-        ([], "error: no command given; choose one of: build, search, eval,", "twostage --help"),
+        ([], "error: no command given; choose one of: build, update, search, eval,", "twostage --help"),
         (["nope"], "error: argument COMMAND: invalid choice: 'nope'", "twostage --help"),
         (["--nope"], "error: unrecognized arguments: --nope", "twostage --help"),
         (["search", "--index", "idx", "--nope", "ocean"], "error: unrecognized arguments: --nope",
