@@ -171,6 +171,10 @@ class DenseParts:
         return out
 
 
+# An approximate index's segments of at most this many rows are searched exactly (brute force over their vectors).
+EXACT_SEGMENT_ROWS = 20_000
+
+
 class SegmentedDense:
     """Approximate FAISS indexes of several segments searched as one: each segment with an id selector that
     leaves out its deleted rows (and what a filter excludes), the hits renumbered to live rows and merged."""
@@ -205,6 +209,8 @@ class SegmentedDense:
 
     def search(self, queries: np.ndarray, k: int, config: FaissConfig,
                allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        from index.dense import exact_top_k
+
         found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in queries]
         for part, row_map, live in zip(self.parts, self.row_maps, self.live):
             mask = live
@@ -213,7 +219,15 @@ class SegmentedDense:
                 kept = row_map >= 0
                 local[kept] = allowed[row_map[kept]]
                 mask = local
-            for q, (rows, scores) in enumerate(part.search(queries, k, config, mask)):
+            if part.rows <= EXACT_SEGMENT_ROWS:
+                # A small delta segment: scoring its vectors exactly costs less than one more graph or list search
+                # (measured: 11 hnsw segments searched each were 2.3x one merged graph).
+                rows = np.arange(part.rows) if mask is None else np.flatnonzero(mask)
+                ids, scores = exact_top_k(part.embeddings, rows, queries, k)
+                hits = [(i[i >= 0], s[i >= 0].astype(np.float64)) for i, s in zip(ids, scores)]
+            else:
+                hits = part.search(queries, k, config, mask)
+            for q, (rows, scores) in enumerate(hits):
                 found[q].append((row_map[rows], scores))
         out = []
         for hits in found:

@@ -205,7 +205,11 @@ def test_chunked_upsert_replaces_passages_and_delete_removes_them(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf", "sq8"])
-def test_approximate_faiss_never_returns_a_deleted_document(tmp_path, kind):
+@pytest.mark.parametrize("selectors", [False, True], ids=["exact-small-segments", "faiss-selectors"])
+def test_approximate_faiss_never_returns_a_deleted_document(tmp_path, kind, selectors, monkeypatch):
+    if selectors:  # every segment searched by FAISS with an id selector, however small
+        monkeypatch.setattr("index.components.EXACT_SEGMENT_ROWS", 0)
+        monkeypatch.setattr("index.dense.EXACT_FILTERED_ROWS", 0)
     corpus = tmp_path / "corpus.jsonl"
     words = ["tide", "moon", "ice", "glacier", "sleep", "drug", "volcano", "ash", "ocean", "valley"]
     rng = np.random.default_rng(0)
