@@ -192,10 +192,9 @@ class Postings:
         if allowed is None:
             cand, scores = self.candidates(ids, mult)
         else:
-            rows = np.flatnonzero(allowed)
             postings = sum(e - s for s, e in self.spans(ids))
-            if len(rows) * SEARCH_COST < postings:
-                cand, scores = self.allowed_candidates(ids, mult, rows)
+            if np.count_nonzero(allowed) * SEARCH_COST < postings:
+                cand, scores = self.allowed_candidates(ids, mult, np.flatnonzero(allowed))
             else:
                 cand, scores = self.candidates(ids, mult)
                 keep = allowed[cand]

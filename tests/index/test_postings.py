@@ -47,3 +47,27 @@ def test_no_terms_or_k_below_one_return_nothing():
 def test_top_k_breaks_ties_by_row():
     rows, scores = top_k(np.array([5, 3, 9, 1]), np.array([1.0, 2.0, 2.0, 1.0]), 3)
     assert rows.tolist() == [3, 9, 1] and scores.tolist() == [2.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("cost", [0, 16, 10**9], ids=["mask-after-scoring", "default", "look-up-allowed-rows"])
+def test_search_with_allowed_rows_equals_the_restricted_full_ranking(monkeypatch, cost):
+    """Both ways of restricting a query to allowed rows (score all postings then mask; look the allowed rows up in
+    each term's postings) give the unfiltered scores of the allowed documents, bit for bit."""
+
+    monkeypatch.setattr(postings_module, "SEARCH_COST", cost)
+    rng = np.random.default_rng(3)
+    n_docs, n_terms = 500, 40
+    rows, cols = rng.integers(0, n_terms, 4000), rng.integers(0, n_docs, 4000)
+    mat = sp.csr_matrix((rng.random(4000) + 0.1, (rows, cols)), shape=(n_terms, n_docs))
+    mat.sum_duplicates()
+    mat.sort_indices()
+    p = Postings(mat.indptr.astype(np.int64), mat.indices.astype(np.int32), mat.data, n_docs)
+    for _ in range(30):
+        ids = list(rng.choice(n_terms, rng.integers(1, 5), replace=False))
+        mult = None if rng.random() < 0.5 else list(rng.random(len(ids)) + 0.5)
+        allowed = rng.random(n_docs) < rng.choice([0.005, 0.1, 0.6])
+        full_rows, full_scores = p.search(ids, mult, n_docs)
+        keep = allowed[full_rows]
+        got_rows, got_scores = p.search(ids, mult, 10, allowed=allowed)
+        np.testing.assert_array_equal(got_rows, full_rows[keep][:10])
+        np.testing.assert_array_equal(got_scores, full_scores[keep][:10])
