@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("e2e", "bm25", "bm25-index", "dense", "rerank", "curve", "passages")
-# passages builds a chunked index and reranks the dev queries four times (minutes): asked for by name only.
-DEFAULT_SECTIONS = SECTIONS[:-1]
+SECTIONS = ("e2e", "bm25", "bm25-index", "dense", "rerank", "curve", "passages", "updates", "filters")
+# passages builds a chunked index and reranks the dev queries four times (minutes), updates and filters build their
+# own indexes (minutes): asked for by name only.
+DEFAULT_SECTIONS = SECTIONS[:-3]
 RERANK_VARIANTS = ("config", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "onnx-int8-partial",
                    "openvino-fp32", "openvino-bf16")
 
@@ -52,11 +53,19 @@ class Settings:
     cache_dir: str | Path = "indexes/eval"  # passages: where its chunked index is built once and reused
     dev_fraction: float = 0.2  # dev: share of the training queries held out
     dev_seed: int = 13  # dev: seed of the sample (the bundled reranker's)
+    updates_docs: int = 0  # updates: SciFact documents read (the first ones; 0: the whole corpus)
+    updates_held_out: int = 100  # updates: documents left out of the SciFact build, then added, deleted
+    updates_rounds: int = 3  # updates: add + delete rounds before the last add (the medians are reported)
+    synthetic_docs: int = 100_000  # updates, filters: documents of the synthetic corpus
+    synthetic_queries: int = 200  # updates, filters: synthetic queries, one per call
+    synthetic_segments: int = 10  # updates: delta segments (commits) added to the 90% base
+    synthetic_faiss: tuple[str, ...] = ("flat", "hnsw")  # updates, filters: FAISS types (BM25 with the first only)
     quiet: bool = False  # no progress bars
 
     def __post_init__(self) -> None:
         for what, given, known in (("section", self.sections, SECTIONS),
-                                   ("rerank variant", self.rerank_variants, RERANK_VARIANTS)):
+                                   ("rerank variant", self.rerank_variants, RERANK_VARIANTS),
+                                   ("FAISS type", self.synthetic_faiss, ("flat", "hnsw", "ivf", "sq8"))):
             unknown = sorted(set(given) - set(known))
             if unknown:
                 raise ValueError(f"unknown {what}(s) {unknown}; choose from {', '.join(known)}")

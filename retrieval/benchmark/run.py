@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 from retrieval.benchmark.bm25 import section_bm25, section_bm25_index
 from retrieval.benchmark.dense import section_dense
 from retrieval.benchmark.e2e import section_e2e
+from retrieval.benchmark.filters import section_filters
 from retrieval.benchmark.passages import section_passages
 from retrieval.benchmark.report import Section, Settings
 from retrieval.benchmark.rerank import curve_split, section_curve, section_rerank
+from retrieval.benchmark.updates import section_updates
 
 if TYPE_CHECKING:
     from retrieval.config import PipelineConfig
@@ -35,6 +37,12 @@ def run_sections(config: PipelineConfig, test: BeirDataset, settings: Settings) 
     if "e2e" in wanted:
         section, pipe = section_e2e(lambda: SearchPipeline(config), queries, settings)
         yield "e2e", section
+    if "updates" in wanted:
+        yield "updates", section_updates(config, settings)
+    if "filters" in wanted:
+        yield "filters", section_filters(config, settings)
+    if not set(wanted) - {"e2e", "updates", "filters"}:
+        return  # those build their own indexes: the config's pipeline is not needed
     if pipe is None:
         pipe = SearchPipeline(config)
     no_bm25 = Section({"skipped": "no bm25 stage"})

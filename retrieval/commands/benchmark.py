@@ -159,6 +159,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="passages section: words per passage of its chunked BM25 index")
     p.add_argument("--passage-depths", type=cli.int_list(positive), default=list(d.passage_depths),
                    help="passages section: rerank.max_passages values, comma-separated")
+    p.add_argument("--updates-docs", type=cli.non_negative_int, default=d.updates_docs,
+                   help="updates section: SciFact documents read, the first ones (0: the whole corpus)")
+    p.add_argument("--updates-held-out", type=positive, default=d.updates_held_out,
+                   help="updates section: documents left out of the SciFact build, then added and deleted")
+    p.add_argument("--updates-rounds", type=cli.non_negative_int, default=d.updates_rounds,
+                   help="updates section: add + delete rounds before the last add")
+    p.add_argument("--synthetic-docs", type=positive, default=d.synthetic_docs,
+                   help="updates and filters sections: documents of the synthetic corpus")
+    p.add_argument("--synthetic-queries", type=positive, default=d.synthetic_queries,
+                   help="updates and filters sections: synthetic queries")
+    p.add_argument("--synthetic-segments", type=positive, default=d.synthetic_segments,
+                   help="updates section: delta segments added to the 90%% base")
+    p.add_argument("--synthetic-faiss", type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()),
+                   default=d.synthetic_faiss, help="updates and filters sections: FAISS types, comma-separated "
+                   "(flat, hnsw, ivf, sq8; BM25 runs with the first)")
     p.add_argument("--dev-fraction", type=cli.Bounded(float, low=0, high=1, low_open=True), default=d.dev_fraction,
                    help="dev: share of the training queries held out")
     p.add_argument("--dev-seed", type=cli.seed, default=d.dev_seed,
