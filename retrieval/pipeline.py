@@ -160,7 +160,7 @@ class SearchPipeline:
                 return False
             index = view.index.reload()
             self._check_index(index)  # a rebuild may have put an index of other settings at the path
-            models = {r.name: r.loaded_model() for r in view.retrievers if r.loaded_model() is not None}
+            models = {r.name: m for r in view.retrievers if (m := r.loaded_model()) is not None}
             self._view = _View(index, open_retrievers(index, self.config.first_stage.retrievers(), models))
             logger.info("%s: now searching commit %d (%d documents)", index.path, index.generation, len(index.store))
             return True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from index.config import BuildConfig
@@ -37,3 +39,28 @@ def leftovers(target: Path) -> list[Path]:
 def copy_index(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def wait_for_marker(proc: subprocess.Popen, phase: str) -> None:
+    """Read `proc`'s output until the test hook says it paused at `phase` (TWOSTAGE_TEST_PAUSE_AT)."""
+    for line in proc.stdout:
+        if line.strip() == f"TWOSTAGE_PAUSED {phase}":
+            return
+    proc.wait()
+    raise AssertionError(f"the process ended (rc={proc.returncode}) without pausing at {phase!r}: {proc.stderr.read()}")
+
+
+def kill_when_paused(procs: Mapping[str, subprocess.Popen]) -> None:
+    """SIGKILL each process (by the phase it pauses at) once it has paused there; none is left running."""
+    try:
+        for phase, proc in procs.items():
+            wait_for_marker(proc, phase)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()

@@ -56,12 +56,14 @@ def run(args: argparse.Namespace) -> int:
     deletes = _ids(args.delete_ids) if args.delete_ids else []  # read before taking the lock: a bad path fails fast
     build = None
     if args.config:
-        from index.directory import IndexDirectory
+        from index.config import BuildConfig
+        from index.manifest import read_manifest
         from retrieval.config import build_differences
         from retrieval.pipeline import _settings
 
         config = load_config(args.config)
-        built = IndexDirectory.load(args.index).build_config
+        # The build settings alone (the writer loads and verifies the whole index next): no second full load.
+        built = BuildConfig.model_validate(read_manifest(Path(args.index), verify=False)["config"])
         differences = build_differences(config, built)
         if differences:
             raise ValueError(f"{args.index} was built with {_settings(differences, 1)} but the config has "

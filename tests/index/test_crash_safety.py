@@ -22,7 +22,15 @@ from index.directory import IndexDirectory
 from retrieval import SearchPipeline
 from retrieval.config import load_config
 from tests.conftest import ROOT, SAMPLE_CORPUS, pipeline_config
-from tests.reliability import answers, bm25_only, bm25_pipeline_config, copy_index, leftovers
+from tests.reliability import (
+    answers,
+    bm25_only,
+    bm25_pipeline_config,
+    copy_index,
+    kill_when_paused,
+    leftovers,
+    wait_for_marker,
+)
 
 BEFORE_SWAP = ["read", "bm25", "dense", "manifest"]
 KILL_POINTS = [*BEFORE_SWAP, "swapped"]
@@ -61,29 +69,10 @@ def _start_build(setup, target: Path, phase: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_marker(proc: subprocess.Popen, phase: str) -> None:
-    for line in proc.stdout:
-        if line.strip() == f"TWOSTAGE_PAUSED {phase}":
-            return
-    proc.wait()
-    raise AssertionError(f"the build ended (rc={proc.returncode}) without pausing at {phase!r}: {proc.stderr.read()}")
-
-
 def test_sigkill_at_every_phase_never_loses_the_index(tmp_path, setup):
     targets = {phase: copy_index(setup["old"], tmp_path / phase / "idx") for phase in KILL_POINTS}
     procs = {phase: _start_build(setup, targets[phase], phase) for phase in KILL_POINTS}  # run side by side
-    try:
-        for phase, proc in procs.items():
-            _wait_for_marker(proc, phase)
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
+    kill_when_paused(procs)
     for phase, target in targets.items():
         left = leftovers(target)
         assert len(left) == 1 and left[0].name.startswith(".idx.tmp-"), (phase, left)
@@ -173,7 +162,7 @@ def test_sigint_says_whether_the_new_index_is_in_place(tmp_path, bm25_setup):
     errors = {}
     try:
         for phase, proc in procs.items():
-            _wait_for_marker(proc, phase)
+            wait_for_marker(proc, phase)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=60) == 130, phase
             errors[phase] = proc.stderr.read()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from index.writer import IndexWriter
 from retrieval import SearchPipeline
 from retrieval.config import load_config
 from tests.conftest import ROOT, SAMPLE_CORPUS, pipeline_config
-from tests.reliability import answers, copy_index
+from tests.reliability import answers, copy_index, kill_when_paused
 
 # The last phase of each is after the manifest rename (the commit point), the others before it.
 UPDATE_PHASES = ["update-segment", "update-tombstones", "update-manifest", "update-committed"]
@@ -116,14 +115,6 @@ def _start(setup, target: Path, phase: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_marker(proc: subprocess.Popen, phase: str) -> None:
-    for line in proc.stdout:
-        if line.strip() == f"TWOSTAGE_PAUSED {phase}":
-            return
-    proc.wait()
-    raise AssertionError(f"the update ended (rc={proc.returncode}) without pausing at {phase!r}: {proc.stderr.read()}")
-
-
 def _unlisted(path: Path) -> set[str]:
     """Entries of the index directory that its manifest does not list."""
     listed = set(json.loads((path / MANIFEST_FILE).read_text())["files"])
@@ -138,18 +129,7 @@ def killed(setup) -> dict[str, dict]:
     targets = {phase: copy_index(setup["after" if phase in MERGE_PHASES else "before"]["path"],
                                  setup["tmp"] / "killed" / phase / "idx") for phase in phases}
     procs = {phase: _start(setup, targets[phase], phase) for phase in phases}
-    try:
-        for phase, proc in procs.items():
-            _wait_for_marker(proc, phase)
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
+    kill_when_paused(procs)
     return {phase: {"path": targets[phase], "pid": procs[phase].pid} for phase in phases}
 
 
