@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from index.analyzer import Analyzer
@@ -60,6 +60,18 @@ def _pipeline(path: Path) -> SearchPipeline:
     return SearchPipeline(config, models={"dense": ENCODER})
 
 
+def _assert_same_ranking(got: list[tuple[str, float]], want: list[tuple[str, float]], what: str) -> None:
+    """Same scores to 1e-9 at every rank and the same documents; documents whose scores are within 1e-9 of each
+    other may come in either order, since two builds may sum the same floats in a different order."""
+    assert len(got) == len(want), what
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=0, atol=1e-9, err_msg=what)
+    start = 0
+    for end in range(1, len(want) + 1):
+        if end == len(want) or abs(want[end][1] - want[start][1]) > 1e-9:
+            assert {d for d, _ in got[start:end]} == {d for d, _ in want[start:end]}, what
+            start = end
+
+
 def _check_equal(updated: Path, fresh: Path, flt: dict) -> None:
     a, b = IndexDirectory.load(updated), IndexDirectory.load(fresh)
     assert a.store.row_doc_ids == b.store.row_doc_ids
@@ -72,18 +84,26 @@ def _check_equal(updated: Path, fresh: Path, flt: dict) -> None:
             np.testing.assert_allclose(sa.get_scores(tokens), sb.get_scores(tokens), rtol=0, atol=1e-9)
     pa, pb = _pipeline(updated), _pipeline(fresh)
     for stage in ("bm25", "dense", "hybrid"):
-        assert pa.retrieve(QUERIES, stage=stage) == pb.retrieve(QUERIES, stage=stage), stage
+        for got, want in zip(pa.retrieve(QUERIES, stage=stage), pb.retrieve(QUERIES, stage=stage), strict=True):
+            _assert_same_ranking(got, want, stage)
     allowed = {d for d, m in zip(b.store.row_doc_ids, b.filter_mask(flt)) if m}
     assert set(np.asarray(a.store.row_doc_ids)[a.filter_mask(flt)]) == allowed
     for stage in ("bm25", "dense"):
         for q in QUERIES:  # one query per call: FAISS sums the same way with and without a selector
             full = pa.retrieve([q], stage=stage)[0]
-            assert pa.retrieve([q], stage=stage, filter=flt)[0] == [(d, s) for d, s in full if d in allowed]
-            assert pb.retrieve([q], stage=stage, filter=flt)[0] == [(d, s) for d, s in full if d in allowed]
+            restricted = [(d, s) for d, s in full if d in allowed]
+            _assert_same_ranking(pa.retrieve([q], stage=stage, filter=flt)[0], restricted, f"{stage} {flt}")
+            _assert_same_ranking(pb.retrieve([q], stage=stage, filter=flt)[0], restricted, f"{stage} {flt}")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(initial=st.lists(st.tuples(texts, metadata), min_size=1, max_size=6), ops=operations, flt=filters)
+# Found by CI: the two builds' BM25 scores differed in the 17th digit, which an exact comparison called a failure.
+@example(initial=[("tide", {"src": "a", "year": 2000}), ("tide", {"src": "a", "year": 2000}),
+                  ("ocean", {"src": "a", "year": 2000})],
+         ops=[("upsert", [("d0", "tide moon", {"src": "a", "year": 2000}),
+                          ("d2", "tide moon ocean glacier", {"src": "a", "year": 2000})])],
+         flt={"src": "a"})
 def test_any_sequence_of_updates_equals_a_fresh_build(initial, ops, flt):
     tmp = Path(tempfile.mkdtemp())
     try:
