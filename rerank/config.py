@@ -27,7 +27,20 @@ class RerankConfig(StrictModel):
     label: int | str | None = Field(None, description="multi-label models: which label's score ranks")
     interpolation: float = Field(
         0.0, ge=0, le=1,
-        description="weight of the (min-max normalized) first-stage score blended into the rerank score",
+        description="weight of the first-stage score blended into the rerank score (see combination)",
+    )
+    combination: Literal["interpolate", "rrf", "adaptive"] = Field(
+        "interpolate", description="how reranker and first stage are blended over the re-scored head: "
+        "interpolate = (1 - w) * norm(rerank) + w * norm(first stage); rrf = (1 - w) / (rrf_k + rerank rank) + "
+        "w / (rrf_k + first-stage rank); adaptive = interpolate, with the reranker's share (1 - w) scaled query "
+        "by query by its rank agreement with the first stage, clip(spearman / full_agreement, 0, 1)",
+    )
+    normalization: Literal["minmax", "zscore"] = Field(
+        "minmax", description="interpolate/adaptive: how each score list is normalised over the head")
+    rrf_k: int = Field(60, ge=1, description="rrf: the constant k of 1 / (k + rank)")
+    full_agreement: float = Field(
+        0.5, gt=0, le=1, description="adaptive: the Spearman correlation between the reranker's and the first "
+        "stage's scores over the head at which the reranker gets its full share; none (or negative) gives it 0",
     )
     backend: Literal["torch", "onnx", "openvino", "auto"] = Field(
         "torch", description="onnx: an exported, fused (and by default int8) graph run by ONNX Runtime on CPU, "

@@ -27,7 +27,7 @@ from index.manifest import IndexDirError
 from retrieval.config import ConfigError, PipelineConfig, build_differences, load_config
 from retrieval.fusion import rrf, weighted
 from retrieval.retrievers import Retriever, check_retrievers, open_retrievers
-from retrieval.scores import rerank_list
+from retrieval.scores import Combination, rerank_list
 
 logger = logging.getLogger(__name__)
 
@@ -334,14 +334,11 @@ class SearchPipeline:
                     self._fused_best(view, cand)
         return out
 
-    def _rerank(self, view: _View, query: str, cand: _Candidates) -> None:
+    def _rerank_inputs(self, view: _View, cand: _Candidates) -> tuple[list[tuple[str, float]], dict, list]:
+        """The re-scored head of one query, each candidate's passage rows and texts (up to rerank.max_passages
+        on a chunked index, its first-stage best first)."""
         cfg = self.config.rerank
-        first = cand.lists.get(self.first_stage, [])
-        head = first[: cfg.top_n if cfg is not None else 50]
-        if not head:
-            cand.lists[RERANK] = []
-            return
-        # Every retrieved passage of a candidate, its first-stage best first, up to rerank.max_passages.
+        head = cand.lists.get(self.first_stage, [])[: cfg.top_n if cfg is not None else 50]
         limit = (cfg.max_passages if cfg is not None else 4) if self._chunked else 1
         best = cand.best.get(self.first_stage, {})
         rows = {}
@@ -352,16 +349,45 @@ class SearchPipeline:
         texts = view.index.store.passage_texts([r for rs in rows.values() for r in rs])
         docs = view.index.store.get(d for d, _ in head)
         passages = [[model_text(docs[d]["title"], texts[r]) for r in rows[d]] for d, _ in head]
-        if hasattr(self.reranker, "score_passages"):
-            per_doc = self.reranker.score_passages(query, passages)
+        return head, rows, passages
+
+    def _rerank_apply(self, cand: _Candidates, head: list[tuple[str, float]], rows: dict,
+                      per_doc: list[np.ndarray] | None, scores: np.ndarray | None = None) -> None:
+        if per_doc is not None:
             scores = np.array([p.max() if len(p) else -np.inf for p in per_doc], dtype=np.float64)
             cand.best[RERANK] = {d: rows[d][int(np.argmax(p))] for (d, _), p in zip(head, per_doc) if len(p)}
-        else:  # a stand-in reranker with only the document-level call
-            scores = np.asarray(self.reranker.score_documents(query, passages), dtype=np.float64)
         order = np.argsort(-scores, kind="stable")
         cand.own = [(head[i][0], float(scores[i])) for i in order]
-        interpolation = cfg.interpolation if cfg is not None else 0.0
-        cand.lists[RERANK] = rerank_list(first, scores, interpolation)
+        first = cand.lists.get(self.first_stage, [])
+        cand.lists[RERANK] = rerank_list(first, scores, Combination.of(self.config.rerank))
+
+    def _rerank(self, view: _View, texts: list[str], cands: list[_Candidates]) -> None:
+        """Re-scores every query's head. A reranker with `predict` scores all the queries' pairs in one call, so
+        they share its length-sorted batches (query_batch pays for padding once, not per query)."""
+        work = [(q, c, *self._rerank_inputs(view, c)) for q, c in zip(texts, cands) if q]
+        for _, cand, head, _, _ in work:
+            if not head:
+                cand.lists[RERANK] = []
+        work = [w for w in work if w[2]]
+        if not work:
+            return
+        if hasattr(self.reranker, "predict") and hasattr(self.reranker, "score_passages"):
+            pairs = [(q, p) for q, _, _, _, passages in work for doc in passages for p in doc]
+            flat = self.reranker.predict(pairs)
+            at = 0
+            for _, cand, head, rows, passages in work:
+                per_doc = []
+                for doc in passages:
+                    per_doc.append(np.asarray(flat[at : at + len(doc)]))
+                    at += len(doc)
+                self._rerank_apply(cand, head, rows, per_doc)
+            return
+        for q, cand, head, rows, passages in work:
+            if hasattr(self.reranker, "score_passages"):
+                self._rerank_apply(cand, head, rows, self.reranker.score_passages(q, passages))
+            else:  # a stand-in reranker with only the document-level call
+                scores = np.asarray(self.reranker.score_documents(q, passages), dtype=np.float64)
+                self._rerank_apply(cand, head, rows, None, scores)
 
     def _run(self, view: _View, texts: list[str], stage: str, filter: Any = None) -> list[_Candidates]:
         if stage not in self.stages:
@@ -369,9 +395,7 @@ class SearchPipeline:
         mask = view.index.filter_mask(filter) if filter is not None else None
         cands = self._first_stage(view, texts, stage, mask)
         if stage == RERANK:
-            for text, cand in zip(texts, cands):
-                if text:
-                    self._rerank(view, text, cand)
+            self._rerank(view, texts, cands)
         return cands
 
     # -- public API -----------------------------------------------------------------------------------------

@@ -116,6 +116,29 @@ def test_rerank_interpolation_one_reproduces_first_stage(sample_index, tiny_bi_e
         [d for d, _ in pipe.retrieve(q, stage="hybrid", top_k=10)[0]]
 
 
+QUERIES = ["how do vaccines work", "why does the sea have tides", "", "coffee brewing temperature",
+           "black holes and gravity"]
+
+
+@pytest.mark.parametrize("combination", [{}, {"combination": "rrf", "interpolation": 0.5},
+                                         {"combination": "adaptive", "interpolation": 0.3, "normalization": "zscore"}])
+def test_query_batch_shares_one_reranking_pass_and_answers_as_query_does(sample_index, tiny_bi_encoder,
+                                                                       tiny_cross_encoder, combination):
+    raw = pipeline_config(sample_index, tiny_bi_encoder)
+    raw["rerank"] = {"model": str(tiny_cross_encoder), "top_n": 6, "batch_size": 4, **combination}
+    pipe = SearchPipeline.from_config(raw)
+    alone = [[(r.doc_id, r.score, r.stages.get("rerank")) for r in pipe.query(q, top_k=8)] for q in QUERIES]
+    calls = []
+    predict = pipe.reranker.predict
+    pipe.reranker.predict = lambda pairs, **kw: calls.append(len(pairs)) or predict(pairs, **kw)
+    together = [[(r.doc_id, r.score, r.stages.get("rerank")) for r in hits] for hits in pipe.query_batch(QUERIES, 8)]
+    assert calls == [6 * 4]  # every non-empty query's head, in one length-sorted run
+    assert [[d for d, _, _ in hits] for hits in together] == [[d for d, _, _ in hits] for hits in alone]
+    for a, b in zip(together, alone):
+        assert [s for _, s, _ in a] == pytest.approx([s for _, s, _ in b], abs=1e-5)  # batch padding differs
+    assert together[2] == []
+
+
 @pytest.mark.slow
 def test_default_config_with_real_bundled_bi_encoder(tmp_path):
     """Quality check with real weights: the bundled all-MiniLM-L6-v2 finds paraphrased answers."""

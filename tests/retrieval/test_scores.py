@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.scores import interpolate, normalize, rerank_list
+from retrieval.scores import Combination, agreement, combine, interpolate, normalize, rerank_list, reranker_share
 
 FIRST = [("a", 9.0), ("b", 7.0), ("c", 5.0), ("d", 3.0), ("e", 1.0)]
 
@@ -32,3 +32,44 @@ def test_interpolation_zero_keeps_the_reranker_scores_and_one_keeps_the_first_st
 def test_ties_keep_first_stage_order_and_an_empty_head_is_empty():
     assert [d for d, _ in rerank_list(FIRST, np.array([1.0, 1.0, 1.0]))] == ["a", "b", "c", "d", "e"]
     assert rerank_list([], np.array([])) == []
+
+
+def test_rrf_adds_weighted_reciprocal_ranks_of_both_orders():
+    scores = np.array([0.1, 0.9, 0.5])  # reranker order: b, c, a
+    got = combine(scores, np.array([9.0, 7.0, 5.0]), Combination(0.3, "rrf", rrf_k=10))
+    np.testing.assert_allclose(got, [0.3 / 11 + 0.7 / 13, 0.3 / 12 + 0.7 / 11, 0.3 / 13 + 0.7 / 12])
+    assert [d for d, _ in rerank_list(FIRST, scores, Combination(1.0, "rrf"))[:3]] == ["a", "b", "c"]
+    assert [d for d, _ in rerank_list(FIRST, scores, Combination(0.0, "rrf"))[:3]] == ["b", "c", "a"]
+
+
+def test_zscore_interpolation_normalizes_both_lists_by_mean_and_spread():
+    scores, first = np.array([0.1, 0.9, 0.5, 0.3]), np.array([9.0, 7.0, 5.0, 1.0])
+    got = combine(scores, first, Combination(0.4, "interpolate", "zscore"))
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    np.testing.assert_allclose(got, 0.6 * z(scores) + 0.4 * z(first))
+
+
+def test_adaptive_gives_the_reranker_its_share_only_as_far_as_it_agrees_with_the_first_stage():
+    first = np.array([9.0, 7.0, 5.0, 3.0, 1.0])
+    agreeing = np.array([5.0, 4.0, 3.0, 1.0, 2.0])  # spearman 0.9
+    reversed_ = -first  # spearman -1: the first stage decides alone
+    full = Combination(0.3, "adaptive", full_agreement=0.5)
+    assert reranker_share(agreeing, first, full) == pytest.approx(0.7)
+    assert reranker_share(reversed_, first, full) == 0.0
+    np.testing.assert_allclose(combine(reversed_, first, full), normalize(first, "minmax"))
+    half = np.array([1.0, 5.0, 4.0, 3.0, 2.0])  # spearman 0.0
+    assert agreement(half, first) == pytest.approx(0.0)
+    partly = np.array([4.0, 5.0, 3.0, 1.0, 2.0])  # spearman 0.8
+    assert reranker_share(partly, first, Combination(0.3, "adaptive", full_agreement=1.0)) == pytest.approx(0.56)
+    assert agreement(np.array([1.0, 1.0]), np.array([2.0, 1.0])) == 0.0  # too short to tell
+
+
+def test_combination_of_a_rerank_config_reads_its_settings():
+    from rerank.config import RerankConfig
+
+    cfg = RerankConfig(model="m", interpolation=0.4, combination="adaptive", normalization="zscore",
+                       full_agreement=0.7, rrf_k=20)
+    assert Combination.of(cfg) == Combination(0.4, "adaptive", "zscore", 20, 0.7)
+    assert Combination.of(None) == Combination()
+    with pytest.raises(ValueError, match="unknown combination"):
+        combine(np.ones(3), np.ones(3), Combination(0.5, "max"))

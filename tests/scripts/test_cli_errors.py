@@ -145,6 +145,10 @@ BAD = [
      "no-such-beir"),
     ("tune_fusion/missing-dataset", "tune_fusion.py", ["--config", "{bm25_config}", "--dataset",
                                                        "{tmp}/no-such-beir"], "no-such-beir"),
+    ("gpu_check/not-a-cuda-device", "gpu_check.py", ["--device", "cpu"], "is not a CUDA device"),
+    ("rerank_options/no-rerank-block", "rerank_options.py", ["--config", "{bm25_config}", "--dataset",
+                                                             "{tmp}/no-such-beir"], "has no rerank: block"),
+    ("rerank_options/missing-dataset", "rerank_options.py", ["--dataset", "{tmp}/no-such-beir"], "no-such-beir"),
 ]
 
 
