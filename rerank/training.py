@@ -4,6 +4,11 @@ The caller supplies queries, judgments and first-stage candidates (hard negative
 first stage, mined by `scripts/train_reranker.py`); this module turns them into training examples, carves a dev
 split, trains, scores the dev split, and writes a normal CrossEncoder directory with a model card.
 
+Label-free adaptation to a corpus (`twostage train-reranker --adapt INDEX_DIR`) uses `corpus_pseudo_queries`
+(titles, sentences and leads of the indexed documents as queries for the rest of their document) and
+`adaptation_examples` (hard negatives from the first stage's ranking of each pseudo-query, the source document
+excluded).
+
 Example:
     >>> from rerank.training import TrainingConfig, build_examples, train_cross_encoder
     >>> examples = build_examples(queries, qrels, candidates, doc_text, negatives=3)  # doctest: +SKIP
@@ -32,6 +37,10 @@ from index.runtime.models import load_model
 logger = logging.getLogger(__name__)
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+# Adaptation splits any-case text too: some corpora (Cranfield) are lower-cased with " . " between sentences, where
+# `_SENTENCE` finds no boundary at all and a corpus would yield title queries only.
+_ANY_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)")
+_LEAD_WORDS = 12  # a lead query of a document without a usable title or sentence: its first sentence or words
 
 
 @dataclass
@@ -67,6 +76,7 @@ class ModelCard:
     config: dict[str, Any]
     dev_metrics: dict[str, Any] = field(default_factory=dict)
     new_head: bool = True  # False when the base already was a cross-encoder (its head is trained further)
+    dev_title: str = "Dev-split metrics (carved from the training split; never the test split)"
     date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -98,12 +108,122 @@ def pseudo_queries(docs: Iterable[Document], seed: int, titles: bool = True,
     return out
 
 
+@dataclass(frozen=True)
+class PseudoQuery:
+    """A label-free training query: `query` taken out of document `doc_id`, whose `positive` is the document's
+    text without it (so the pair cannot be solved by copying); `kind` is title, sentence or lead."""
+
+    query: str
+    doc_id: str
+    positive: str
+    kind: Literal["title", "sentence", "lead"]
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _without(text: str, part: str) -> str:
+    """`text` with every occurrence of `part` cut out (case- and whitespace-insensitive), squashed."""
+    text, part = _squash(text), _squash(part)
+    if not part:
+        return text
+    return _squash(re.sub(re.escape(part), " ", text, flags=re.IGNORECASE))
+
+
+def corpus_pseudo_queries(docs: Iterable[Document], seed: int, min_words: int = 20) -> list[PseudoQuery]:
+    """Pseudo-queries for adapting a reranker to a corpus with no judgments, up to two per document:
+
+    - title: the title (3 to 30 words) for the text, the title cut out of the text where it repeats it;
+    - sentence: a sentence (8 to 45 words) from the second half of a text of 3 or more sentences, for the title
+      and the rest of the text;
+    - lead: only for a document that yields neither (no title, too few sentences), its first sentence (or its first
+      12 words) for the rest, so untitled corpora still yield queries.
+
+    A document whose remaining text is under `min_words` words yields none; a query text that several documents
+    yield (duplicate titles) is dropped, since its other documents would be false negatives.
+
+    Example:
+        >>> from index.documents import Document
+        >>> text = "Tides rise twice a day on most coasts of the world. " * 3
+        >>> [q.kind for q in corpus_pseudo_queries([Document("d1", text)], seed=0, min_words=5)]
+        ['lead']
+    """
+    rng = random.Random(seed)
+    out: list[PseudoQuery] = []
+    for doc in docs:
+        text, title = _squash(doc.text), _squash(doc.title)
+        found: list[PseudoQuery] = []
+        if title and 3 <= len(title.split()) <= 30:
+            body = _without(text, title)
+            if len(body.split()) >= min_words:
+                found.append(PseudoQuery(title, doc.doc_id, body, "title"))
+        sentences = _ANY_SENTENCE.split(text)
+        parts = [s for s in sentences if 8 <= len(s.split()) <= 45]
+        if len(sentences) >= 3 and parts:
+            second_half = [s for s in parts if text.find(s) >= len(text) // 2] or parts[-1:]
+            sentence = rng.choice(second_half)
+            rest = _without(text, sentence)
+            if len(rest.split()) >= min_words and _squash(sentence).lower() != title.lower():
+                found.append(PseudoQuery(sentence, doc.doc_id, model_text(title, rest), "sentence"))
+        if not found:
+            first = _ANY_SENTENCE.split(text, maxsplit=1)[0]
+            for lead in (first, " ".join(text.split()[:_LEAD_WORDS])):
+                rest = _without(text, lead)
+                if 4 <= len(lead.split()) <= 45 and len(rest.split()) >= min_words:
+                    found.append(PseudoQuery(lead, doc.doc_id, model_text(title, rest), "lead"))
+                    break
+        out += found
+    counts: dict[str, int] = {}
+    for q in out:
+        counts[q.query.lower()] = counts.get(q.query.lower(), 0) + 1
+    return [q for q in out if counts[q.query.lower()] == 1]
+
+
+def shown_text(kind: str, doc: Document) -> str:
+    """How a document is shown to the reranker beside a pseudo-query of `kind` that it is not the source of: without
+    its title for a title query (whose positive has lost its title), else as the models read it (`model_text`)."""
+    if kind == "title":
+        return _without(doc.text, doc.title) if doc.title else _squash(doc.text)
+    return model_text(doc.title, doc.text)
+
+
+def adaptation_examples(pseudo: Sequence[PseudoQuery], candidates: Sequence[Sequence[str]],
+                        docs: Mapping[str, Document], negatives: int, seed: int,
+                        skip_top: int = 0) -> list[Example]:
+    """Training examples from pseudo-queries: `candidates[i]` is the first stage's ranking (doc ids) for
+    `pseudo[i]`; hard negatives are sampled below its first `skip_top` other documents (short pools are filled from
+    the other queries' candidates, as `build_examples` does), never the source document, nor another document of
+    the same text (a duplicate is no negative).
+
+    Negatives are shown as the positive is (`shown_text`): a title query's documents without their titles (its
+    positive has lost its title, so titled negatives would teach "a title means not relevant").
+    """
+    by_text: dict[str, list[str]] = {}
+    for doc_id, doc in docs.items():
+        by_text.setdefault(_squash(doc.text), []).append(doc_id)
+    out: list[Example] = []
+    for kind in ("title", "sentence", "lead"):
+        chosen = [i for i, q in enumerate(pseudo) if q.kind == kind]
+        if not chosen:
+            continue
+        keys = {i: f"{i:09d}" for i in chosen}
+        out += build_examples({keys[i]: pseudo[i].query for i in chosen}, {keys[i]: [pseudo[i].doc_id] for i in chosen},
+                              {keys[i]: list(candidates[i]) for i in chosen},
+                              lambda d, kind=kind: shown_text(kind, docs[d]), negatives, seed,
+                              positive_text={keys[i]: pseudo[i].positive for i in chosen}, skip_top=skip_top,
+                              exclude={keys[i]: by_text[_squash(docs[pseudo[i].doc_id].text)] for i in chosen})
+    random.Random(seed).shuffle(out)
+    return out
+
+
 def build_examples(queries: Mapping[str, str], positives: Mapping[str, Sequence[str]],
                    candidates: Mapping[str, Sequence[str]], doc_text: Callable[[str], str], negatives: int,
                    seed: int, positive_text: Mapping[str, str] | None = None,
-                   skip_top: int = 0) -> list[Example]:
+                   skip_top: int = 0, exclude: Mapping[str, Sequence[str]] | None = None) -> list[Example]:
     """One example per (query, positive): hard negatives sampled from the query's first-stage candidates
-    (judged positives excluded, the first `skip_top` skipped to avoid unjudged relevant documents)."""
+    (judged positives and the query's `exclude` ids excluded, the first `skip_top` skipped to avoid unjudged
+    relevant documents)."""
     rng = random.Random(seed)
     all_ids = sorted({d for c in candidates.values() for d in c})
     out = []
@@ -111,7 +231,7 @@ def build_examples(queries: Mapping[str, str], positives: Mapping[str, Sequence[
         pos = list(positives.get(qid, []))
         if not pos:
             continue
-        excluded = set(pos)
+        excluded = set(pos) | set(exclude.get(qid, ()) if exclude else ())
         pool = [d for d in candidates.get(qid, []) if d not in excluded][skip_top:]
         for p in pos:
             negs = rng.sample(pool, min(negatives, len(pool)))
@@ -233,7 +353,7 @@ Trained with `scripts/train_reranker.py` on {card.date}.
 - Examples: {card.examples:,}; optimizer steps: {card.steps:,}; loss: {card.loss}
 - Settings: `{json.dumps(card.config)}`
 
-## Dev-split metrics (carved from the training split; never the test split)
+## {card.dev_title}
 
 | metric | value |
 |---|---|
