@@ -50,7 +50,10 @@ class RerankConfig(StrictModel):
     )
     quantization: Literal["int8", "int8_partial", "none"] = Field(
         "int8", description="onnx backend: dynamic int8 (per-channel weights, VNNI-friendly); int8_partial keeps "
-        "each layer's feed-forward output projection in fp32 (closer to fp32, a little slower); none: fused fp32",
+        "each layer's feed-forward output projection in fp32 (closer to fp32, a little slower); none: fused fp32. "
+        "openvino backend: only when set explicitly, int8 runs an IR quantized once by NNCF (post-training, "
+        "calibrated on the bundled sample corpus; needs the openvino-int8 extra), cached beside the fp32 IR; "
+        "unset or none: fp32/bf16 as rerank.precision says; int8_partial is refused",
     )
     num_threads: int | None = Field(
         None, ge=1, description="CPU threads for inference (onnx: this session; torch: torch.set_num_threads, "

@@ -46,9 +46,15 @@ class CrossEncoderReranker:
         if self.backend == "onnx" and config.precision in ("fp16", "bf16"):
             raise ValueError(f"precision {config.precision} is for the torch and openvino backends; the onnx "
                              "backend runs int8 or fp32 (set rerank.quantization: int8, int8_partial or none)")
-        if self.backend == "openvino" and "quantization" in config.model_fields_set and config.quantization != "none":
-            raise ValueError(f"quantization {config.quantization} is for the onnx backend; the openvino backend "
-                             "runs fp32 or bf16 (set rerank.precision, or use backend: onnx for int8)")
+        self.quantization = config.quantization  # what an exported graph (onnx, openvino) runs
+        if self.backend == "openvino":
+            # The field's default (int8) is the onnx backend's: openvino goes int8 only when asked in so many words,
+            # so a config that never mentions quantization keeps its fp32/bf16 model.
+            if "quantization" not in config.model_fields_set:
+                self.quantization = "none"
+            elif config.quantization == "int8_partial":
+                raise ValueError("quantization int8_partial is for the onnx backend; the openvino backend runs "
+                                 "int8 (NNCF) or none (set rerank.quantization: int8 or none)")
         self.device, self.dtype = placement(self.device, config.precision, self.backend)
         self.precision = config.precision
         if self.backend == "openvino":
@@ -115,11 +121,18 @@ class CrossEncoderReranker:
         return "torch"
 
     def _load_openvino(self) -> Any:
-        """Convert (once, cached next to the model) and compile the OpenVINO model; frees the torch weights."""
-        from index.runtime.openvino import OpenVinoModel, ensure_converted
+        """Convert (once, cached next to the model; int8 by NNCF when asked) and compile the OpenVINO model;
+        frees the torch weights."""
+        from index.runtime.openvino import OpenVinoModel, calibration_pairs, ensure_converted, ensure_quantized
 
         sample = self.model.preprocess([("what is a query", "a passage that answers it")])
-        path = ensure_converted(self.model.transformers_model, resolve_model(self.config.model), sample)
+        source = resolve_model(self.config.model)
+        if self.quantization == "none":
+            path = ensure_converted(self.model.transformers_model, source, sample)
+        else:
+            # One pair per calibration input, cut as scoring cuts them, so the ranges seen are the ones met.
+            calibration = [self.model.preprocess([pair]) for pair in calibration_pairs()]
+            path = ensure_quantized(self.model.transformers_model, source, sample, calibration, self.quantization)
         runner = OpenVinoModel(path, self.precision, self.config.num_threads)
         self.model.to("meta")
         return runner

@@ -10,6 +10,11 @@ The IR (`model.xml` + `model.bin`, fp32 weights) is cached like the ONNX export 
 weights and recipe decides whether a cached IR is current. Precision is chosen when the IR is compiled, not
 baked into it, so one IR serves `fp32` and `bf16`.
 
+`rerank.quantization: int8`, set explicitly with this backend, runs an int8 IR that NNCF (`nncf.quantize`,
+post-training, model type TRANSFORMER) makes once from the fp32 IR, calibrated on a fixed set of pairs. It is cached
+beside the fp32 IR under its own file names and fingerprint (`model_int8.xml`/`.bin`), so the two coexist. NNCF is
+needed only to make it (the `openvino-int8` extra). Without an explicit `quantization` the backend runs fp32/bf16.
+
 Example:
     >>> from rerank.cross_encoder import CrossEncoderReranker
     >>> rr = CrossEncoderReranker("path/to/cross-encoder", backend="openvino")  # doctest: +SKIP
@@ -17,17 +22,19 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from index.extras import require
 from index.runtime import export_cache
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,10 @@ RECIPE_VERSION = 1
 SUBDIR = "openvino"
 FILENAME = "model.xml"
 WEIGHTS = "model.bin"
+# Bump when the int8 step changes (NNCF settings, calibration set): cached int8 IRs are then made again.
+INT8_RECIPE_VERSION = 1
+# quantization -> the NNCF method and the IR's files, beside the fp32 IR's (one manifest records them all).
+INT8_FILES = {"int8": ("model_int8.xml", "model_int8.bin")}
 # Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT, and the CPU capability each needs.
 _HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
 
@@ -101,6 +112,91 @@ def ensure_converted(model: torch.nn.Module, source: str, sample: Mapping[str, t
 
     return export_cache.ensure(source, digest, SUBDIR, FILENAME, write, RECIPE_VERSION, companions=(WEIGHTS,),
                                what="an OpenVINO model")
+
+
+# The calibration set: the sample corpus shipped in the package (original CC0 text, no benchmark's test split),
+# each title as a pseudo-query against its own paragraph and against others, as a reranker sees mostly non-matches.
+SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "samples" / "sample_corpus.jsonl"
+CALIBRATION_SIZE = 300
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def calibration_pairs(size: int = CALIBRATION_SIZE, seed: int = 0) -> list[tuple[str, str]]:
+    """`size` (title, paragraph) pairs of the sample corpus: every title with its own paragraph, the rest a seeded
+    sample of mismatched ones."""
+    import json
+    import random
+
+    docs = [json.loads(line) for line in SAMPLE_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    matched = [(d["title"], d["text"]) for d in docs]
+    others = [(q["title"], d["text"]) for q in docs for d in docs if q is not d]
+    rest = random.Random(seed).sample(others, min(len(others), max(0, size - len(matched))))
+    return (matched + rest)[:size]
+
+
+def _features_digest(calibration: Sequence[Mapping[str, np.ndarray]]) -> str:
+    h = hashlib.sha256()
+    for item in calibration:
+        for name in sorted(item):
+            array = np.ascontiguousarray(item[name], dtype=np.int64)
+            h.update(f"{name}:{array.shape}".encode())
+            h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def _quantize(fp32_xml: Path, directory: Path, filenames: tuple[str, str],
+              calibration: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """Post-training int8 quantization of the fp32 IR with NNCF; written as `_convert` writes (weights first)."""
+    nncf = require("nncf", "openvino-int8", "rerank.backend: openvino with rerank.quantization: int8")
+    import openvino as ov
+
+    nncf.set_log_level(logging.WARNING)  # NNCF logs each step and statistic at INFO
+    model = ov.Core().read_model(str(fp32_xml))
+    # TRANSFORMER: NNCF's scheme for attention models (keeps softmax/layer-norm/GELU inputs out of int8, smooths
+    # outlier channels), the one that keeps a BERT cross-encoder's ranking; the defaults quantize everything.
+    quantized = nncf.quantize(model, nncf.Dataset(list(calibration)), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(calibration))
+    xml, weights = filenames
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".quantize-") as tmp:
+        ov.save_model(quantized, str(Path(tmp) / xml), compress_to_fp16=False)
+        os.replace(Path(tmp) / weights, directory / weights)
+        os.replace(Path(tmp) / xml, directory / xml)
+
+
+def ensure_quantized(model: torch.nn.Module, source: str, sample: Mapping[str, torch.Tensor],
+                     calibration: Sequence[Mapping[str, Any]], quantization: str = "int8",
+                     output: str = "logits") -> Path:
+    """The cached int8 IR of `model` (made now, from the fp32 IR of `ensure_converted`, only if no current one
+    exists), calibrated on `calibration`.
+
+    Parameters:
+        model, source, sample, output: as for `ensure_converted`.
+        calibration: the calibration inputs, tokenizer features of one pair each (`calibration_pairs`); they are
+            part of the fingerprint (other inputs, another IR).
+        quantization: a key of `INT8_FILES`.
+
+    Example:
+        >>> path = ensure_quantized(ce.model, "path/to/ce", sample, calibration)  # doctest: +SKIP
+    """
+    if quantization not in INT8_FILES:
+        raise ValueError(f"unknown quantization {quantization!r} for the openvino backend; use "
+                         f"{', '.join(INT8_FILES)} or none")
+    if not calibration:
+        raise ValueError("int8 quantization needs at least one calibration input")
+    calibration = [export_cache.int64_feed(item, [n for n in INPUT_NAMES if n in item]) for item in calibration]
+    fp32_xml = ensure_converted(model, source, sample, output)
+    xml, weights = INT8_FILES[quantization]
+    digest = export_cache.fingerprint(model, {"backend": "openvino", "recipe": RECIPE_VERSION, "output": output,
+                                              "quantization": quantization, "int8_recipe": INT8_RECIPE_VERSION,
+                                              "calibration": _features_digest(calibration)})
+
+    def write(directory: Path) -> None:
+        logger.info("quantizing %s to int8 with NNCF (%d calibration inputs), once; cached at %s", source,
+                    len(calibration), directory)
+        _quantize(fp32_xml, directory, (xml, weights), calibration)
+
+    return export_cache.ensure(source, digest, SUBDIR, xml, write, RECIPE_VERSION, companions=(weights,),
+                               what="an int8 OpenVINO model")
 
 
 class OpenVinoModel:

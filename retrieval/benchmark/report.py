@@ -20,7 +20,7 @@ SECTIONS = ("e2e", "bm25", "bm25-index", "dense", "rerank", "curve", "passages",
 # own indexes (minutes): asked for by name only.
 DEFAULT_SECTIONS = SECTIONS[:-3]
 RERANK_VARIANTS = ("config", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "onnx-int8-partial",
-                   "openvino-fp32", "openvino-bf16")
+                   "openvino-fp32", "openvino-bf16", "openvino-int8")
 
 
 @dataclass

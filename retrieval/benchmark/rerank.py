@@ -31,8 +31,10 @@ VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
     "onnx-fp32": {"backend": "onnx", "precision": "auto", "quantization": "none"},
     "onnx-int8": {"backend": "onnx", "precision": "auto", "quantization": "int8"},
     "onnx-int8-partial": {"backend": "onnx", "precision": "auto", "quantization": "int8_partial"},
-    "openvino-fp32": {"backend": "openvino", "precision": "fp32"},
-    "openvino-bf16": {"backend": "openvino", "precision": "bf16"},
+    # quantization said outright: a config that sets int8 must not turn these into the int8 model.
+    "openvino-fp32": {"backend": "openvino", "precision": "fp32", "quantization": "none"},
+    "openvino-bf16": {"backend": "openvino", "precision": "bf16", "quantization": "none"},
+    "openvino-int8": {"backend": "openvino", "precision": "auto", "quantization": "int8"},
 }
 
 
@@ -88,10 +90,10 @@ def section_rerank(pipe: Any, data: Any, settings: Settings) -> Section:
     notes = []
     # What the config resolves to here (backend auto, precision auto), so a variant equal to it is not run twice.
     configured = {"backend": pipe.reranker.backend, "precision": pipe.reranker.precision,
-                  "quantization": cfg.quantization}
+                  "quantization": getattr(pipe.reranker, "quantization", cfg.quantization)}
     for variant in wanted:
         if variant == "config":
-            extra = f", {cfg.quantization}" if configured["backend"] == "onnx" else ""
+            extra = f", {configured['quantization']}" if configured["quantization"] != "none" else ""
             name = f"ours, as configured ({configured['backend']} {configured['precision']}{extra})"
             reranker = pipe.reranker
         else:
