@@ -87,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
             label += f" ({ids_file.stem}, {len(queries)} queries)"
         index = cached_index(path, config.build_config(), args.cache_dir, show_progress=not args.quiet)
         pipe = SearchPipeline.from_index(index, config)
-        key = hashlib.sha256(json.dumps([str(path.resolve()), split, sorted(queries), args.top_n,
-                                         config.model_dump(mode="json", exclude={"index", "output"})],
-                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+        key = _scores_key(path, split, sorted(queries), args.top_n, config)
         cache = Path(args.scores_dir) / f"{path.name}-{split}-{key}.json"
         heads = ScoredHeads.load(cache) if cache.is_file() else None
         heads = score_heads(pipe, queries, args.top_n, lengths, heads=heads, show_progress=not args.quiet)
@@ -115,6 +113,19 @@ def run(args: argparse.Namespace) -> int:
     for c in columns:
         print(f"reranking ms per pair, {c}: " + ", ".join(f"max_length {n}: {v}" for n, v in seconds[c].items()))
     return 0
+
+
+# Settings that change how scores are combined or which max_length is read, not the scores themselves: cached
+# scores stay valid across them.
+_NOT_IN_SCORES = {"top_n", "interpolation", "combination", "normalization", "rrf_k", "full_agreement", "max_length",
+                  "batch_size"}
+
+
+def _scores_key(path: Path, split: str, qids: list[str], top_n: int, config) -> str:
+    """What the cached scores depend on: the dataset split and queries, the depth, the first stage and reranker."""
+    settings = config.model_dump(mode="json", exclude={"index": True, "output": True, "rerank": _NOT_IN_SCORES})
+    text = json.dumps([str(path.resolve()), split, qids, top_n, settings], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _shipped(cfg) -> object:

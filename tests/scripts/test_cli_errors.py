@@ -148,6 +148,8 @@ BAD = [
     ("gpu_check/not-a-cuda-device", "gpu_check.py", ["--device", "cpu"], "is not a CUDA device"),
     ("rerank_options/no-rerank-block", "rerank_options.py", ["--config", "{bm25_config}", "--dataset",
                                                              "{tmp}/no-such-beir"], "has no rerank: block"),
+    ("distill_reranker/test-split", "distill_reranker.py", ["--index", "{tmp}", "--dataset", "{tmp}", "--layers", "2",
+                                                            "--output", "{tmp}/student", "--split", "test"], "test"),
     ("rerank_options/missing-dataset", "rerank_options.py", ["--dataset", "{tmp}/no-such-beir"], "no-such-beir"),
 ]
 
