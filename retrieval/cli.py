@@ -253,6 +253,15 @@ def print_json(obj: Any) -> None:
     print(to_json(obj))
 
 
+def print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    """A command's closing summary: JSON alone on stdout with `--json`, else one `key value` line per entry."""
+    if as_json:
+        print_json(summary)
+        return
+    for k, v in summary.items():
+        print(f"{k:<12} {to_json(v) if isinstance(v, dict | list) else v}")
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":

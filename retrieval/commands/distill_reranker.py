@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import sys
 import time
@@ -147,9 +146,5 @@ def run(args: argparse.Namespace) -> int:
     summary = {"output": str(args.output), "pairs": len(train_i), "dev_pairs": len(dev_i), "steps": result.steps,
                "kept_layers": result.kept_layers, "seconds": round(time.perf_counter() - started, 1),
                "dev": result.dev}
-    if args.json:
-        cli.print_json(summary)
-    else:
-        for k, v in summary.items():
-            print(f"{k:<12} {json.dumps(v) if isinstance(v, dict | list) else v}")
+    cli.print_summary(summary, args.json)
     return 0

@@ -242,11 +242,7 @@ def _train_on_qrels(args: argparse.Namespace) -> int:
         {"interpolation": best_w, "top_n": args.eval_top_n, "first_stage": args.negatives_from}, indent=2))
     summary = {"output": str(args.output), "examples": len(examples), "steps": card.steps,
                "seconds": round(time.perf_counter() - started, 1), "dev": dev_metrics}
-    if args.json:
-        cli.print_json(summary)
-    else:
-        for k, v in summary.items():
-            print(f"{k:<10} {v}")
+    cli.print_summary(summary, args.json)
     return 0
 
 
@@ -408,9 +404,5 @@ def _adapt(args: argparse.Namespace) -> int:
             "and it is no relevance judgment: evaluate on judged queries (`twostage eval`) before relying on it.\n"))
     summary = {"output": str(out), "examples": len(examples), "steps": steps,
                "seconds": round(time.perf_counter() - started, 1), "dev": dev_metrics}
-    if args.json:
-        cli.print_json(summary)
-    else:
-        for k, v in summary.items():
-            print(f"{k:<10} {v}")
+    cli.print_summary(summary, args.json)
     return 0
