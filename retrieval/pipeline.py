@@ -23,7 +23,7 @@ import numpy as np
 from index.chunking import passage_spans
 from index.directory import IndexDirectory
 from index.documents import model_text
-from index.manifest import IndexDirError
+from index.manifest import IndexDirError, manifest_identity
 from retrieval.config import ConfigError, PipelineConfig, build_differences, load_config
 from retrieval.fusion import rrf, weighted
 from retrieval.retrievers import Retriever, check_retrievers, open_retrievers
@@ -133,6 +133,7 @@ class SearchPipeline:
             self.reranker = CrossEncoderReranker(config=config.rerank)
         self._chunked = index.build_config.chunking is not None
         self._lock = threading.Lock()
+        self._refresh_failed: tuple | None = None  # the manifest an auto refresh last failed on (warned once)
 
     def _check_index(self, index: IndexDirectory) -> None:
         check_retrievers(index, self.config.first_stage.retrievers())  # a missing component or another model first
@@ -167,7 +168,16 @@ class SearchPipeline:
 
     def _current(self) -> _View:
         if self.config.index.auto_refresh and self._view.index.changed():
-            self.refresh()
+            try:
+                self.refresh()
+            except IndexDirError as exc:
+                # A query must not fail because the newest commit cannot be opened now: it answers from the state
+                # it has (still open, still whole) and the next query tries again; `refresh()` raises instead.
+                identity = manifest_identity(self._view.index.path)
+                if identity != self._refresh_failed:
+                    self._refresh_failed = identity
+                    logger.warning("%s: still searching commit %d; the newer one cannot be loaded: %s",
+                                   self._view.index.path, self._view.index.generation, exc)
         return self._view
 
     def retriever(self, name: str) -> Retriever | None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from index.builder import build_index
+from index.manifest import IndexDirError
 from index.writer import IndexWriter
 from retrieval import SearchPipeline
 from tests.conftest import SAMPLE_CORPUS
@@ -75,3 +78,27 @@ def test_refresh_by_hand_when_auto_refresh_is_off(tmp_path):
     assert pipe.refresh() is True
     assert "new" in [r.doc_id for r in pipe.query("glaciers carve valleys")]
     assert pipe.refresh() is False  # nothing newer
+
+
+def test_a_commit_that_cannot_be_loaded_leaves_queries_on_the_loaded_state(tmp_path, caplog):
+    """Auto refresh meets a damaged newest commit: queries keep answering from the state they have (warned once,
+    not per query), an explicit `refresh()` raises the one-line error, and the next good commit is picked up."""
+    build_index(SAMPLE_CORPUS, tmp_path / "idx", bm25_only(), show_progress=False)
+    pipe = _pipeline(tmp_path / "idx")
+    before = answers(pipe, QUERIES)
+    with IndexWriter(tmp_path / "idx") as writer:
+        writer.delete(["tides"])  # an answer to one of QUERIES
+        writer.commit()
+        tombstone = next(p for p in (tmp_path / "idx").iterdir() if "deleted" in p.name)
+        good = tombstone.read_bytes()
+        tombstone.write_bytes(bytes(len(good)))  # same size, other bytes: the sha256 check refuses it
+        with caplog.at_level("WARNING", logger="retrieval.pipeline"):
+            assert answers(pipe, QUERIES) == before
+            assert answers(pipe, QUERIES) == before
+        warned = [r for r in caplog.records if "cannot be loaded" in r.getMessage()]
+        assert len(warned) == 1 and "corrupted" in warned[0].getMessage()
+        with pytest.raises(IndexDirError, match="corrupted"):
+            pipe.refresh()
+        tombstone.write_bytes(good)
+    assert answers(pipe, QUERIES) != before
+    assert answers(pipe, QUERIES) == answers(_pipeline(tmp_path / "idx"), QUERIES)
