@@ -103,6 +103,11 @@ class IndexDirectory:
         """Each row's document id as one array (what `doc_id` filters compare against)."""
         return np.asarray(self.store.row_doc_ids)
 
+    @functools.cached_property
+    def document_ids(self) -> frozenset[str]:
+        """The ids of the documents this commit holds (made on first use)."""
+        return frozenset(self.store.row_doc_ids)
+
     def filter_mask(self, flt: Any) -> np.ndarray:
         """The rows a metadata filter allows (a boolean mask over rows); `flt`: a filter dict or a parsed `Filter`.
         Raises `FilterError` naming what is wrong with it. Recently used filters are cached."""

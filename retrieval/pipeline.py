@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -317,16 +318,19 @@ class SearchPipeline:
             best[doc_id] = cand.best[name][doc_id]
 
     def _first_stage(self, view: _View, texts: list[str], stage: str,
-                     mask: np.ndarray | None) -> list[_Candidates]:
+                     mask: np.ndarray | None, timings: dict[str, float]) -> list[_Candidates]:
         out = [_Candidates() for _ in texts]
         active = [i for i, t in enumerate(texts) if t]
         todo = [texts[i] for i in active]
         factor = _CHUNK_FETCH_FACTOR if self._chunked else 1
         wanted = [r for r in view.retrievers if stage in (r.name, FUSED, RERANK)]
         for retriever in wanted:
+            start = time.perf_counter()
             k = retriever.config.top_k
             for i, hits in zip(active, retriever.search_batch(todo, k * factor, mask)):
                 out[i].lists[retriever.name] = self._to_docs(view, hits, k, out[i], retriever.name)
+            timings[retriever.name] = _ms(start)
+        start = time.perf_counter()
         if len(view.retrievers) > 1 and stage in (FUSED, RERANK):
             fusion = self.config.first_stage.fusion
             for cand in out:
@@ -342,6 +346,7 @@ class SearchPipeline:
                 cand.lists[FUSED] = fused[: fusion.top_k]
                 if self._chunked:
                     self._fused_best(view, cand)
+            timings[FUSED] = _ms(start)
         return out
 
     def _rerank_inputs(self, view: _View, cand: _Candidates) -> tuple[list[tuple[str, float]], dict, list]:
@@ -399,13 +404,20 @@ class SearchPipeline:
                 scores = np.asarray(self.reranker.score_documents(q, passages), dtype=np.float64)
                 self._rerank_apply(cand, head, rows, None, scores)
 
-    def _run(self, view: _View, texts: list[str], stage: str, filter: Any = None) -> list[_Candidates]:
+    def _run(self, view: _View, texts: list[str], stage: str, filter: Any = None,
+             timings: dict[str, float] | None = None) -> list[_Candidates]:
         if stage not in self.stages:
             raise ValueError(f"stage {stage!r} is not available in this pipeline; available: {self.stages}")
+        timings = {} if timings is None else timings
+        start = time.perf_counter()
         mask = view.index.filter_mask(filter) if filter is not None else None
-        cands = self._first_stage(view, texts, stage, mask)
+        if filter is not None:
+            timings["filter"] = _ms(start)
+        cands = self._first_stage(view, texts, stage, mask, timings)
         if stage == RERANK:
+            start = time.perf_counter()
             self._rerank(view, texts, cands)
+            timings[RERANK] = _ms(start)
         return cands
 
     # -- public API -----------------------------------------------------------------------------------------
@@ -421,7 +433,8 @@ class SearchPipeline:
         return [c.lists.get(stage, [])[:top_k] for c in cands]
 
     def query(self, text: str, top_k: int | None = None, passages: bool = False,
-              filter: dict[str, Any] | None = None) -> list[SearchResult]:
+              filter: dict[str, Any] | None = None, stage: str | None = None,
+              timings: dict[str, float] | None = None) -> list[SearchResult]:
         """Ranked results for one query; an empty or whitespace-only query returns [].
 
         Parameters:
@@ -432,26 +445,37 @@ class SearchPipeline:
                 applied before each retriever's top-k, so `top_k` results come back whenever that many matching
                 documents score; scores are the unfiltered ones. A bad filter raises `FilterError` (a
                 ValueError) saying where.
+            stage: answer from this stage (`bm25`, `dense`, `hybrid`, `rerank`; default the last one); later stages
+                are not run.
+            timings: a dict to fill with the milliseconds each stage took (`bm25`, `dense`, `hybrid`, `rerank`,
+                `filter`, `documents`).
 
         Example:
             >>> pipe = SearchPipeline.from_index("/tmp/idx/scifact")  # doctest: +SKIP
             >>> [(r.doc_id, r.stages["final"].rank) for r in pipe.query("vitamin D", top_k=2)]  # doctest: +SKIP
             >>> pipe.query("vitamin D", filter={"year": {"gte": 2015}})  # doctest: +SKIP
         """
-        return self.query_batch([text], top_k=top_k, passages=passages, filter=filter, _single=True)[0]
+        return self.query_batch([text], top_k=top_k, passages=passages, filter=filter, stage=stage,
+                                timings=timings, _single=True)[0]
 
     def query_batch(self, texts: Sequence[str], top_k: int | None = None, passages: bool = False,
-                    filter: dict[str, Any] | None = None, _single: bool = False) -> list[list[SearchResult]]:
-        """Results for many queries (batched encoding), all under the same `filter` (as in `query`). A
-        non-string anywhere raises TypeError naming its position before any work is done; empty queries get []."""
+                    filter: dict[str, Any] | None = None, stage: str | None = None,
+                    timings: dict[str, float] | None = None, _single: bool = False) -> list[list[SearchResult]]:
+        """Results for many queries (batched encoding), all under the same `filter`, `stage` and `timings` (the
+        whole batch's) as in `query`. A non-string anywhere raises TypeError naming its position before any work
+        is done; empty queries get []."""
         top_k = self.config.output.top_k if top_k is None else top_k
         clean = self._checked(texts, top_k, "query_batch", _single)
-        stage = self.final_stage
+        stage = stage or self.final_stage
+        timings = {} if timings is None else timings
         view = self._current()
-        cands = self._run(view, clean, stage, filter)
+        cands = self._run(view, clean, stage, filter, timings)
+        start = time.perf_counter()
         wanted: list[list[str]] = [[d for d, _ in c.lists.get(stage, [])[:top_k]] for c in cands]
         docs = view.index.store.get(d for ids in wanted for d in ids)
-        return [self._results(view, c, ids, docs, stage, passages) for c, ids in zip(cands, wanted)]
+        out = [self._results(view, c, ids, docs, stage, passages) for c, ids in zip(cands, wanted)]
+        timings["documents"] = _ms(start)
+        return out
 
     def notes(self) -> list[str]:
         """What is worth reporting once about the queries run so far (e.g. the reranker's truncation counts),
@@ -494,6 +518,10 @@ class SearchPipeline:
             start, end = spans[int(passage_id.rsplit("#", 1)[1])]
             out.append(Passage(passage_id, start, end, text[start:end]))
         return out
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
 
 
 def stored_config(index: IndexDirectory) -> PipelineConfig:

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING, Any
 
 from retrieval import cli
-
-if TYPE_CHECKING:
-    from retrieval.pipeline import SearchResult
+from retrieval.server import TEXT_CHARS
 
 SUMMARY = "Search an index built by `twostage build`."
 EXAMPLES = ('--index /tmp/idx/sample "how do tides work"',
             '--index /tmp/idx/sample --config configs/hybrid.yaml --top-k 5 --json "vitamin D and cancer"')
-TEXT_CHARS = 300  # of a result's text in --json output, unless --full-text
 
 logger = logging.getLogger(__name__)
 
@@ -39,26 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from retrieval import SearchPipeline
     from retrieval.commands.snippet import bold_wanted, pipeline_matcher
+    from retrieval.server import result_json
 
     pipe = SearchPipeline.from_index(args.index, args.config)
     results = pipe.query_batch(args.queries, top_k=args.top_k, passages=args.passages, filter=args.filter)
     matcher, bold = pipeline_matcher(pipe), bold_wanted()
     for query, hits in zip(args.queries, results):
         if args.json:
-            cli.print_json({"query": query, "results": [_as_json(r, args.full_text) for r in hits]})
+            cli.print_json({"query": query, "results": [result_json(r, args.full_text) for r in hits]})
         else:
             print(cli.format_results(query, hits, pipe.stages, matcher(query), bold))
     for note in pipe.notes():
         logger.info(note)
     return 0
-
-
-def _as_json(result: SearchResult, full_text: bool) -> dict[str, Any]:
-    """`SearchResult.to_dict()` with its text cut to TEXT_CHARS unless `full_text`, and `text_truncated` after it."""
-    cut = not full_text and len(result.text) > TEXT_CHARS
-    out: dict[str, Any] = {}
-    for key, value in result.to_dict().items():
-        out[key] = value[:TEXT_CHARS] if key == "text" and cut else value
-        if key == "text":
-            out["text_truncated"] = cut
-    return out

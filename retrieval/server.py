@@ -1,0 +1,456 @@
+"""The HTTP service: search, writes, health and stats over one index, on FastAPI (`twostage serve`).
+
+Every answer is JSON; every error is `{"error": "<one line>"}` with a 4xx naming the problem (a limit, a bad
+filter, a missing key) or a 5xx without any stack trace. Searches run in worker threads, so concurrent requests
+share the reranker's batches (`retrieval.batching.SharedBatches`) and answer exactly what `SearchPipeline.query`
+returns for the same settings. Writes go through the index's one `IndexWriter`, are committed before the answer
+unless `?commit=false`, and the pipeline searches the new commit from the next request on.
+
+Example:
+    >>> from retrieval import SearchPipeline                                       # doctest: +SKIP
+    >>> from retrieval.server import ServerSettings, create_app                    # doctest: +SKIP
+    >>> app = create_app(SearchPipeline.from_index("/tmp/idx/sample"), ServerSettings())  # doctest: +SKIP
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8000)                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from index.filters import FilterError
+from index.lock import IndexLockedError
+from index.manifest import IndexDirError
+from retrieval.pipeline import SearchPipeline, SearchResult
+
+logger = logging.getLogger(__name__)
+
+WEB_PAGE = Path(__file__).with_name("web") / "index.html"
+TEXT_CHARS = 300  # of a result's text, unless full_text (as `twostage search --json`)
+
+
+class ServerSettings(BaseModel):
+    """What the server allows and how it batches; every limit, when exceeded, is a 4xx naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str | None = Field(default=None, repr=False)  # writes need it when set; never logged
+    read_only: bool = False
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    max_query_chars: int = Field(default=1000, ge=1)
+    max_top_k: int = Field(default=100, ge=1)
+    max_batch: int = Field(default=64, ge=1)
+    max_filter_depth: int = Field(default=8, ge=1)
+    max_documents: int = Field(default=1000, ge=1)  # per write request
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    shared_batches: bool = True
+    batch_wait_ms: float = Field(default=2.0, ge=0)
+    cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless origins are given
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": message}` with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    q: str
+    top_k: int | None = None
+    stage: str | None = None
+    filter: dict[str, Any] | None = None
+    passages: bool = False
+    full_text: bool = False
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queries: list[str]
+    top_k: int | None = None
+    stage: str | None = None
+    filter: dict[str, Any] | None = None
+    passages: bool = False
+    full_text: bool = False
+
+
+class DeleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str]
+
+
+def result_json(result: SearchResult, full_text: bool = False) -> dict[str, Any]:
+    """`SearchResult.to_dict()` with its text cut to TEXT_CHARS unless `full_text`, and `text_truncated` after it
+    (what `twostage search --json` prints)."""
+    cut = not full_text and len(result.text) > TEXT_CHARS
+    out: dict[str, Any] = {}
+    for key, value in result.to_dict().items():
+        out[key] = value[:TEXT_CHARS] if key == "text" and cut else value
+        if key == "text":
+            out["text_truncated"] = cut
+    return out
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+class _Latencies:
+    """Request counts and latency percentiles per endpoint over the last `keep` requests of each."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._ms: dict[str, deque[float]] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def add(self, endpoint: str, status: int, ms: float) -> None:
+        with self._lock:
+            self._ms.setdefault(endpoint, deque(maxlen=10_000)).append(ms)
+            counts = self._counts.setdefault(endpoint, {})
+            key = f"{status // 100}xx"
+            counts[key] = counts.get(key, 0) + 1
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            out = {}
+            for endpoint, values in self._ms.items():
+                arr = np.asarray(values)
+                out[endpoint] = {"requests": dict(self._counts[endpoint]),
+                                 **{f"p{p}_ms": round(float(np.percentile(arr, p)), 3) for p in (50, 95, 99)}}
+            return out
+
+
+class Service:
+    """The state behind the app: the pipeline, the one writer (opened on the first write), the settings."""
+
+    def __init__(self, pipeline: SearchPipeline, settings: ServerSettings) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self.started = time.time()
+        self.latencies = _Latencies()
+        self._writer: Any = None
+        self._write_lock = threading.Lock()
+        self.batches = None
+        if settings.shared_batches and pipeline.reranker is not None and hasattr(pipeline.reranker, "predict"):
+            from retrieval.batching import SharedBatches
+
+            self.batches = SharedBatches(pipeline.reranker, wait_ms=settings.batch_wait_ms)
+            pipeline.reranker = self.batches
+
+    # -- checks ---------------------------------------------------------------------------------------------
+
+    def check_search(self, queries: list[str], top_k: int | None, stage: str | None,
+                     flt: dict[str, Any] | None) -> None:
+        s = self.settings
+        if len(queries) > s.max_batch:
+            raise ApiError(413, f"{len(queries)} queries in one batch; the limit is {s.max_batch} (max_batch)")
+        for i, q in enumerate(queries):
+            if len(q) > s.max_query_chars:
+                where = "the query" if len(queries) == 1 else f"query #{i}"
+                raise ApiError(413, f"{where} has {len(q)} characters; the limit is {s.max_query_chars} "
+                                    "(max_query_chars)")
+        if top_k is not None and not 1 <= top_k <= s.max_top_k:
+            raise ApiError(400 if top_k < 1 else 413,
+                           f"top_k must be between 1 and {s.max_top_k} (max_top_k), got {top_k}")
+        if stage is not None and stage not in self.pipeline.stages:
+            raise ApiError(400, f"stage {stage!r} is not available; available: {', '.join(self.pipeline.stages)}")
+        if flt is not None and _depth(flt) > s.max_filter_depth:
+            raise ApiError(413, f"the filter is nested {_depth(flt)} levels deep; the limit is "
+                                f"{s.max_filter_depth} (max_filter_depth)")
+
+    def check_write(self, api_key: str | None) -> None:
+        if self.settings.read_only:
+            raise ApiError(403, "this server is read-only (--read-only): writes are refused")
+        key = self.settings.api_key
+        if key is not None and (api_key is None or not hmac.compare_digest(api_key.encode(), key.encode())):
+            raise ApiError(401, "writes need the API key: send it in the X-API-Key header "
+                                "(or Authorization: Bearer <key>)")
+
+    # -- work (in worker threads) ---------------------------------------------------------------------------
+
+    def search(self, queries: list[str], top_k: int | None, stage: str | None, flt: dict[str, Any] | None,
+               passages: bool, full_text: bool) -> tuple[list[list[dict[str, Any]]], dict[str, float]]:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        hits = self.pipeline.query_batch(queries, top_k=top_k, passages=passages, filter=flt, stage=stage,
+                                         timings=timings)
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return [[result_json(r, full_text) for r in h] for h in hits], {k: round(v, 3) for k, v in timings.items()}
+
+    def writer(self) -> Any:
+        if self._writer is None:
+            from index.writer import IndexWriter
+
+            models = {r.name: m for r in self.pipeline.retrievers if (m := r.loaded_model()) is not None}
+            self._writer = IndexWriter(self.pipeline.index.path, models=models)
+        return self._writer
+
+    def write(self, action: Callable[[Any], Any], commit: bool) -> dict[str, Any]:
+        with self._write_lock:
+            writer = self.writer()
+            try:
+                count = action(writer)
+            except Exception:
+                writer.rollback()  # one request's changes are all or nothing
+                raise
+            out: dict[str, Any] = {"count": count, "committed": False, "pending": writer.pending}
+            if commit:
+                out.update(self._commit(writer))
+            return out
+
+    def commit(self) -> dict[str, Any]:
+        with self._write_lock:
+            return self._commit(self.writer())
+
+    def _commit(self, writer: Any) -> dict[str, Any]:
+        report = writer.commit()
+        self.pipeline.refresh()
+        return {"committed": True, "pending": False, "generation": report.generation,
+                "added": report.added, "replaced": report.replaced, "deleted": report.deleted,
+                "unknown": report.unknown, "documents": report.documents}
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def stats(self) -> dict[str, Any]:
+        pipe = self.pipeline
+        index = pipe.index
+        reranker = pipe.reranker
+        models = {r.name: getattr(r, "model_name", None) or index.model(r.name) for r in pipe.retrievers}
+        out: dict[str, Any] = {
+            "index": str(index.path), "generation": index.generation, "documents": len(index.store),
+            "passages": index.num_rows, "segments": len(index.segments), "stages": pipe.stages,
+            "models": models, "uptime_s": round(time.time() - self.started, 1),
+            "endpoints": self.latencies.summary(), "read_only": self.settings.read_only,
+        }
+        if reranker is not None:
+            out["reranker"] = {"model": getattr(reranker, "model_name", None),
+                               "backend": getattr(reranker, "backend", None),
+                               "precision": getattr(reranker, "precision", None)}
+        if self.batches is not None:
+            out["shared_batches"] = {"wait_ms": self.settings.batch_wait_ms, "predict_calls": self.batches.calls,
+                                     "requests": self.batches.requests}
+        return out
+
+
+def create_app(pipeline: SearchPipeline, settings: ServerSettings | None = None) -> Any:
+    """The FastAPI app over `pipeline` (see the module docstring); OpenAPI at `/docs`, the web page at `/`."""
+    from fastapi import FastAPI, Header, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    settings = settings or ServerSettings()
+    service = Service(pipeline, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Any):  # noqa: ANN202 - FastAPI's signature
+        yield
+        service.close()
+
+    app = FastAPI(title="twostage", version="1", lifespan=lifespan,
+                  description="Two-stage retrieve-and-rerank search over one index.")
+    app.state.service = service
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST",
+                           "DELETE"], allow_headers=["Content-Type", "X-API-Key", "Authorization"])
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        more = len(exc.errors()) - 1
+        return error(422, f"{where}: {first.get('msg', 'invalid')}" + (f" (and {more} more)" if more > 0 else ""))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            response: Response = error(413, f"the request body is over {settings.max_body_bytes} bytes "
+                                            "(max_body_bytes)")
+        elif length is None and request.method in ("POST", "PUT", "PATCH", "DELETE") and \
+                request.headers.get("transfer-encoding"):
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > settings.max_body_bytes:
+                    break
+            if len(body) > settings.max_body_bytes:
+                response = error(413, f"the request body is over {settings.max_body_bytes} bytes (max_body_bytes)")
+            else:
+                request._body = body  # starlette reads the cached body from here
+                response = await _timed(call_next(request))
+        else:
+            response = await _timed(call_next(request))
+        route = request.scope.get("route")
+        endpoint = f"{request.method} {route.path}" if route is not None else f"{request.method} (unrouted)"
+        service.latencies.add(endpoint, response.status_code, (time.perf_counter() - start) * 1000)
+        return response
+
+    async def _timed(pending: Awaitable[Response]) -> Response:
+        try:
+            return await asyncio.wait_for(pending, settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            return error(504, f"the request took over {settings.request_timeout_s:g} s (request_timeout_s)")
+
+    async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await run_in_threadpool(fn, *args)
+        except ApiError:
+            raise
+        except (FilterError, IndexLockedError) as exc:
+            raise ApiError(400 if isinstance(exc, FilterError) else 409, str(exc)) from None
+        except (ValueError, TypeError) as exc:  # the library's own checks: UpdateError, bad stage, bad documents
+            raise ApiError(400, " ".join(str(exc).split())) from None
+        except IndexDirError as exc:
+            raise ApiError(503, " ".join(str(exc).split())) from None
+
+    def key_of(x_api_key: str | None, authorization: str | None) -> str | None:
+        if x_api_key is not None:
+            return x_api_key
+        if authorization is not None and authorization.lower().startswith("bearer "):
+            return authorization[7:].strip()
+        return None
+
+    async def run_search(body: SearchBody) -> dict[str, Any]:
+        service.check_search([body.q], body.top_k, body.stage, body.filter)
+        results, timings = await in_thread(service.search, [body.q], body.top_k, body.stage, body.filter,
+                                           body.passages, body.full_text)
+        return {"query": body.q, "results": results[0], "timings_ms": timings}
+
+    # -- search ---------------------------------------------------------------------------------------------
+
+    @app.get("/search", summary="Search (query string)")
+    async def search_get(q: str = Query(..., description="the query"), top_k: int | None = None,
+                         stage: str | None = None,
+                         filter: str | None = Query(None, description='JSON, e.g. {"year": {"gte": 2015}}'),
+                         passages: bool = False, full_text: bool = False) -> dict[str, Any]:
+        parsed = None
+        if filter is not None:
+            try:
+                parsed = json.loads(filter)
+            except json.JSONDecodeError as exc:
+                raise ApiError(400, f"filter is not valid JSON ({exc.msg} at character {exc.pos})") from None
+            if not isinstance(parsed, dict):
+                raise ApiError(400, "filter must be a JSON object, e.g. {\"source\": \"pubmed\"}")
+        return await run_search(SearchBody(q=q, top_k=top_k, stage=stage, filter=parsed, passages=passages,
+                                           full_text=full_text))
+
+    @app.post("/search", summary="Search (JSON body)")
+    async def search_post(body: SearchBody) -> dict[str, Any]:
+        return await run_search(body)
+
+    @app.post("/search/batch", summary="Many queries, one set of settings")
+    async def search_batch(body: BatchBody) -> dict[str, Any]:
+        service.check_search(body.queries, body.top_k, body.stage, body.filter)
+        results, timings = await in_thread(service.search, body.queries, body.top_k, body.stage, body.filter,
+                                           body.passages, body.full_text)
+        return {"responses": [{"query": q, "results": r} for q, r in zip(body.queries, results)],
+                "timings_ms": timings}
+
+    # -- documents ------------------------------------------------------------------------------------------
+
+    @app.post("/documents", summary="Add documents (or replace them with ?mode=upsert)")
+    async def add_documents(documents: list[dict[str, Any]], mode: Literal["add", "upsert"] = "add",
+                            commit: bool = True, x_api_key: str | None = Header(None),
+                            authorization: str | None = Header(None)) -> dict[str, Any]:
+        service.check_write(key_of(x_api_key, authorization))
+        if len(documents) > settings.max_documents:
+            raise ApiError(413, f"{len(documents)} documents in one request; the limit is {settings.max_documents} "
+                                "(max_documents)")
+        action = (lambda w: w.upsert(documents)) if mode == "upsert" else (lambda w: w.add(documents))
+        return await in_thread(service.write, action, commit)
+
+    @app.delete("/documents/{doc_id}", summary="Delete one document")
+    async def delete_document(doc_id: str, commit: bool = True, x_api_key: str | None = Header(None),
+                              authorization: str | None = Header(None)) -> dict[str, Any]:
+        service.check_write(key_of(x_api_key, authorization))
+        return await in_thread(service.write, lambda w: w.delete([doc_id]), commit)
+
+    @app.post("/documents/delete", summary="Delete documents by id")
+    async def delete_documents(body: DeleteBody, commit: bool = True, x_api_key: str | None = Header(None),
+                               authorization: str | None = Header(None)) -> dict[str, Any]:
+        service.check_write(key_of(x_api_key, authorization))
+        if len(body.ids) > settings.max_documents:
+            raise ApiError(413, f"{len(body.ids)} ids in one request; the limit is {settings.max_documents} "
+                                "(max_documents)")
+        return await in_thread(service.write, lambda w: w.delete(body.ids), commit)
+
+    @app.post("/commit", summary="Commit pending writes")
+    async def commit(x_api_key: str | None = Header(None),
+                     authorization: str | None = Header(None)) -> dict[str, Any]:
+        service.check_write(key_of(x_api_key, authorization))
+        return await in_thread(service.commit)
+
+    @app.get("/documents/{doc_id}", summary="One document as committed")
+    async def get_document(doc_id: str) -> dict[str, Any]:
+        def fetch() -> dict[str, Any] | None:
+            index = pipeline.index
+            return index.store.get([doc_id])[doc_id] if doc_id in index.document_ids else None
+
+        doc = await in_thread(fetch)
+        if doc is None:
+            raise ApiError(404, f"no document {doc_id!r} in the index")
+        return {"doc_id": doc_id, "title": doc["title"], "text": doc["text"], "metadata": doc["metadata"]}
+
+    # -- service --------------------------------------------------------------------------------------------
+
+    @app.get("/health", summary="Liveness, and whether the index is loaded")
+    async def health() -> dict[str, Any]:
+        index = pipeline.index
+        return {"status": "ok", "index_loaded": True, "generation": index.generation, "documents": len(index.store)}
+
+    @app.get("/stats", summary="Documents, segments, models, uptime, requests and latency per endpoint")
+    async def stats() -> dict[str, Any]:
+        return await in_thread(service.stats)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
+
+    return app

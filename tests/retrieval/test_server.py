@@ -1,0 +1,263 @@
+"""The HTTP service in-process (FastAPI's TestClient): answers equal `SearchPipeline.query`, writes are committed
+before they are acknowledged and seen by the next search, limits and auth answer 4xx naming the problem, and no
+response carries a stack trace."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from index.builder import build_index
+from retrieval import SearchPipeline
+from retrieval.server import ServerSettings, create_app, result_json
+from tests.conftest import SAMPLE_CORPUS, pipeline_config
+from tests.reliability import bm25_only, bm25_pipeline_config
+
+QUERIES = ["why does the ocean have tides", "bacteria resistant to drugs", "volcano eruption"]
+
+
+@pytest.fixture
+def bm25_index(tmp_path):
+    build_index(SAMPLE_CORPUS, tmp_path / "idx", bm25_only(), show_progress=False)
+    return tmp_path / "idx"
+
+
+def client_for(pipe: SearchPipeline, **settings) -> TestClient:
+    return TestClient(create_app(pipe, ServerSettings(**settings)), raise_server_exceptions=False)
+
+
+def expected(pipe: SearchPipeline, q: str, **kw) -> list[dict]:
+    return [result_json(r) for r in pipe.query(q, **kw)]
+
+
+def without_timings(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k != "timings_ms"}
+
+
+def test_search_answers_equal_the_library(sample_index, tiny_bi_encoder, tiny_cross_encoder):
+    config = pipeline_config(sample_index, tiny_bi_encoder)
+    config["rerank"] = {"model": str(tiny_cross_encoder), "top_n": 5, "batch_size": 4}
+    library = SearchPipeline.from_config(config)
+    with client_for(SearchPipeline.from_config(config)) as client:
+        for q in QUERIES:
+            got = client.get("/search", params={"q": q, "top_k": 5})
+            assert got.status_code == 200
+            body = got.json()
+            assert body["query"] == q and body["results"] == json.loads(json.dumps(expected(library, q, top_k=5)))
+            assert {"bm25", "dense", "hybrid", "rerank", "total"} <= set(body["timings_ms"])
+            posted = client.post("/search", json={"q": q, "top_k": 5})
+            assert without_timings(posted.json()) == without_timings(body)
+        one_stage = client.post("/search", json={"q": QUERIES[0], "stage": "bm25", "top_k": 3}).json()
+        assert one_stage["results"] == json.loads(json.dumps(expected(library, QUERIES[0], top_k=3, stage="bm25")))
+        assert "rerank" not in one_stage["timings_ms"]
+        batch = client.post("/search/batch", json={"queries": QUERIES, "top_k": 5}).json()
+        assert [r["results"] for r in batch["responses"]] == [
+            json.loads(json.dumps(expected(library, q, top_k=5))) for q in QUERIES]
+
+
+def test_concurrent_requests_share_batches_and_answer_as_alone(sample_index, tiny_bi_encoder, tiny_cross_encoder):
+    config = pipeline_config(sample_index, tiny_bi_encoder)
+    config["rerank"] = {"model": str(tiny_cross_encoder), "top_n": 8, "batch_size": 4}
+    library = SearchPipeline.from_config(config)
+    alone = {q: [(r.doc_id, r.rank) for r in library.query(q)] for q in QUERIES * 2}
+    with client_for(SearchPipeline.from_config(config), batch_wait_ms=20) as client:
+        app_service = client.app.state.service
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            got = list(pool.map(lambda q: client.post("/search", json={"q": q}).json(), QUERIES * 4))
+        for q, body in zip(QUERIES * 4, got):
+            assert [(r["doc_id"], r["rank"]) for r in body["results"]] == alone[q]
+        batches = app_service.batches
+        assert batches.requests == 12 and batches.calls < 12  # some requests shared a predict call
+        stats = client.get("/stats").json()
+        assert stats["shared_batches"]["requests"] == 12
+        assert stats["endpoints"]["POST /search"]["requests"] == {"2xx": 12}
+
+
+def test_writes_are_committed_before_the_answer(bm25_index):
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+    with client_for(pipe) as client:
+        doc = {"_id": "glacier-1", "title": "Glaciers", "text": "Glaciers carve deep valleys.", "source": "test"}
+        added = client.post("/documents", json=[doc])
+        assert added.status_code == 200 and added.json()["committed"] and added.json()["added"] == 1
+        hits = client.get("/search", params={"q": "glaciers carve valleys"}).json()["results"]
+        assert hits[0]["doc_id"] == "glacier-1" and hits[0]["metadata"] == {"source": "test"}
+        assert client.get("/documents/glacier-1").json()["text"] == doc["text"]
+        again = client.post("/documents", json=[doc])
+        assert again.status_code == 400 and "glacier-1" in again.json()["error"] and "upsert" in again.json()["error"]
+        upserted = client.post("/documents?mode=upsert", json=[{**doc, "text": "Ice sheets grind rock."}])
+        assert upserted.json()["replaced"] == 1
+        assert client.get("/documents/glacier-1").json()["text"] == "Ice sheets grind rock."
+        pending = client.post("/documents?commit=false", json=[{"_id": "later", "text": "Moraines."}]).json()
+        assert pending == {"count": 1, "committed": False, "pending": True}
+        assert client.get("/documents/later").status_code == 404  # not committed yet
+        assert client.post("/commit").json()["generation"] == 3
+        assert client.get("/documents/later").status_code == 200
+        assert client.delete("/documents/glacier-1").json()["deleted"] == 1
+        assert client.get("/documents/glacier-1").status_code == 404
+        gone = client.post("/documents/delete", json={"ids": ["later", "never-there"]}).json()
+        assert gone["deleted"] == 1 and gone["unknown"] == 1
+        ids = [r["doc_id"] for r in client.get("/search", params={"q": "glaciers moraines"}).json()["results"]]
+        assert "glacier-1" not in ids and "later" not in ids
+    # What the server acknowledged is on disk: a fresh pipeline sees the same index.
+    fresh = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+    assert fresh.index.generation == 5 and len(fresh.index.store) == len(pipe.index.store)
+
+
+def test_filters_over_http(bm25_index):
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+    with client_for(pipe) as client:
+        client.post("/documents", json=[{"_id": f"g{i}", "title": "Glaciers", "text": "Glaciers carve valleys.",
+                                         "year": 2000 + i} for i in range(5)])
+        flt = {"year": {"gte": 2003}}
+        got = client.get("/search", params={"q": "glaciers", "filter": json.dumps(flt)}).json()["results"]
+        assert sorted(r["doc_id"] for r in got) == ["g3", "g4"]
+        posted = client.post("/search", json={"q": "glaciers", "filter": flt}).json()["results"]
+        assert posted == got == json.loads(json.dumps(expected(pipe, "glaciers", filter=flt)))
+        unknown = client.post("/search", json={"q": "glaciers", "filter": {"colour": "red"}})
+        assert unknown.status_code == 400 and "colour" in unknown.json()["error"] and "year" in unknown.json()["error"]
+        bad_json = client.get("/search", params={"q": "x", "filter": "{year"})
+        assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
+
+
+@pytest.mark.parametrize("request_args, status, words", [
+    (("get", "/search", {"params": {"q": "x" * 1001}}), 413, "max_query_chars"),
+    (("get", "/search", {"params": {"q": "tides", "top_k": 101}}), 413, "max_top_k"),
+    (("get", "/search", {"params": {"q": "tides", "top_k": 0}}), 400, "top_k"),
+    (("get", "/search", {"params": {"q": "tides", "top_k": "ten"}}), 422, "top_k"),
+    (("get", "/search", {"params": {"q": "tides", "stage": "rerank"}}), 400, "available: bm25"),
+    (("get", "/search", {}), 422, "q"),
+    (("post", "/search/batch", {"json": {"queries": ["a"] * 65}}), 413, "max_batch"),
+    (("post", "/search", {"json": {"q": "a", "filter": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}}}),
+     413, "max_filter_depth"),
+    (("post", "/search", {"json": {"q": "a", "bogus": 1}}), 422, "bogus"),
+    (("post", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}), 422, "JSON"),
+    (("post", "/documents", {"content": b"[" + b'{"_id": "x", "text": "y"},' * 200_000 + b"{}]",
+                             "headers": {"content-type": "application/json"}}), 413, "max_body_bytes"),
+    (("post", "/documents", {"json": [{"text": "no id"}]}), 400, "id"),
+    (("post", "/documents", {"json": [{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}]}), 400, "more than once"),
+    (("get", "/documents/nope", {}), 404, "nope"),
+    (("get", "/nowhere", {}), 404, "Not Found"),
+])
+def test_bad_requests_get_one_line_4xx(bm25_index, request_args, status, words):
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+    with client_for(pipe) as client:
+        method, url, kwargs = request_args
+        got = client.request(method.upper(), url, **kwargs)
+        assert got.status_code == status, got.text
+        message = got.json()["error"]
+        assert words in message and "\n" not in message and "Traceback" not in got.text
+        assert pipe.index.generation == 0  # nothing was written
+
+
+def test_api_key_and_read_only(bm25_index, caplog):
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+    doc = [{"_id": "k", "text": "Keyed write."}]
+    with caplog.at_level("DEBUG"), client_for(pipe, api_key="s3cret-key") as client:
+        refused = client.post("/documents", json=doc)
+        assert refused.status_code == 401 and "X-API-Key" in refused.json()["error"]
+        assert client.post("/documents", json=doc, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.post("/documents", json=doc, headers={"X-API-Key": "s3cret-key"}).status_code == 200
+        assert client.delete("/documents/k", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+        assert client.get("/search", params={"q": "keyed"}).status_code == 200  # reads need no key
+    assert "s3cret-key" not in caplog.text
+    with client_for(SearchPipeline.from_config(bm25_pipeline_config(bm25_index)), read_only=True) as client:
+        for method, url, kw in [("POST", "/documents", {"json": doc}), ("DELETE", "/documents/k", {}),
+                                ("POST", "/documents/delete", {"json": {"ids": ["k"]}}), ("POST", "/commit", {})]:
+            got = client.request(method, url, **kw)
+            assert got.status_code == 403 and "read-only" in got.json()["error"]
+
+
+def test_health_stats_openapi_page_and_no_cors_by_default(bm25_index):
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+    with client_for(pipe) as client:
+        assert client.get("/health").json()["index_loaded"] is True
+        client.get("/search", params={"q": "tides"})
+        stats = client.get("/stats").json()
+        assert stats["documents"] == len(pipe.index.store) and stats["segments"] == 1
+        assert stats["endpoints"]["GET /search"]["requests"] == {"2xx": 1} and stats["uptime_s"] >= 0
+        assert "/search" in client.get("/openapi.json").json()["paths"]
+        assert "<form" in client.get("/").text
+        cors = client.options("/search", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+        assert "access-control-allow-origin" not in cors.headers
+    with client_for(pipe, cors_origins=["https://app.example"]) as client:
+        ok = client.get("/health", headers={"Origin": "https://app.example"})
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_a_failure_inside_is_a_500_without_a_trace(bm25_index, monkeypatch):
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+    monkeypatch.setattr(pipe, "query_batch", broken)
+    with client_for(pipe) as client:
+        got = client.get("/search", params={"q": "tides"})
+        assert got.status_code == 500 and "RuntimeError" in got.json()["error"]
+        assert "secret" not in got.text and "Traceback" not in got.text
+
+
+def test_a_slow_request_times_out(bm25_index, monkeypatch):
+    import time
+
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+    real = pipe.query_batch
+    monkeypatch.setattr(pipe, "query_batch", lambda *a, **k: (time.sleep(1.0), real(*a, **k))[1])
+    with client_for(pipe, request_timeout_s=0.2) as client:
+        got = client.get("/search", params={"q": "tides"})
+        assert got.status_code == 504 and "request_timeout_s" in got.json()["error"]
+
+
+def test_serve_command_without_the_extra_names_it(bm25_index, monkeypatch, capsys):
+    from retrieval import cli
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--index", str(bm25_index)])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "twostage[serve]" in err and "Traceback" not in err
+
+
+def test_shared_batches_keep_each_callers_scores():
+    import threading
+
+    import numpy as np
+
+    from retrieval.batching import SharedBatches
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def predict(self, pairs):
+            self.calls.append(len(pairs))
+            return np.array([float(len(q) * 100 + len(p)) for q, p in pairs])
+
+    inner = Recorder()
+    shared = SharedBatches(inner, wait_ms=30)
+    results = {}
+
+    def caller(i):
+        pairs = [(f"q{i}" * (i + 1), "p" * j) for j in range(i + 1)]
+        results[i] = (pairs, shared.predict(pairs))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for pairs, scores in results.values():
+        assert scores.tolist() == [float(len(q) * 100 + len(p)) for q, p in pairs]
+    assert sum(inner.calls) == sum(range(1, 9)) and len(inner.calls) < 8
+
+    class Failing:
+        def predict(self, pairs):
+            raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        SharedBatches(Failing(), wait_ms=0).predict([("q", "p")])
