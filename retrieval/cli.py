@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {"build": "build", "update": "update", "search": "search", "eval": "evaluate",
             "train-reranker": "train_reranker", "tune-fusion": "tune_fusion",
             "rerank-options": "rerank_options", "bench": "benchmark", "demo": "demo",
-            "gpu-check": "gpu_check", "distill-reranker": "distill_reranker", "serve": "serve"}
+            "gpu-check": "gpu_check", "distill-reranker": "distill_reranker", "serve": "serve",
+            "load-test": "load_test"}
 # OSError covers missing files, permissions, a path under a regular file, a full disk: all the user's to fix.
 EXPECTED_ERRORS = (ConfigError, CorpusError, IndexDirError, IndexLockedError, ModelNotAvailableError, MissingExtraError,
                    ValidationError, ValueError, TypeError, OSError)

@@ -406,7 +406,7 @@ def create_app(pipeline: SearchPipeline, settings: ServerSettings | None = None)
         action = (lambda w: w.upsert(documents)) if mode == "upsert" else (lambda w: w.add(documents))
         return await in_thread(service.write, action, commit)
 
-    @app.delete("/documents/{doc_id}", summary="Delete one document")
+    @app.delete("/documents/{doc_id:path}", summary="Delete one document")
     async def delete_document(doc_id: str, commit: bool = True, x_api_key: str | None = Header(None),
                               authorization: str | None = Header(None)) -> dict[str, Any]:
         service.check_write(key_of(x_api_key, authorization))
@@ -427,7 +427,7 @@ def create_app(pipeline: SearchPipeline, settings: ServerSettings | None = None)
         service.check_write(key_of(x_api_key, authorization))
         return await in_thread(service.commit)
 
-    @app.get("/documents/{doc_id}", summary="One document as committed")
+    @app.get("/documents/{doc_id:path}", summary="One document as committed")
     async def get_document(doc_id: str) -> dict[str, Any]:
         def fetch() -> dict[str, Any] | None:
             index = pipeline.index

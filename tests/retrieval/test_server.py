@@ -131,8 +131,8 @@ def test_filters_over_http(bm25_index):
     (("get", "/search", {"params": {"q": "tides", "stage": "rerank"}}), 400, "available: bm25"),
     (("get", "/search", {}), 422, "q"),
     (("post", "/search/batch", {"json": {"queries": ["a"] * 65}}), 413, "max_batch"),
-    (("post", "/search", {"json": {"q": "a", "filter": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}}}),
-     413, "max_filter_depth"),
+    (("post", "/search", {"json": {"q": "a", "filter": {"and": [{"or": [{"and": [{"or": [{"not": {"and": [
+        {"year": {"gte": 1}}]}}]}]}]}]}}}), 413, "max_filter_depth"),
     (("post", "/search", {"json": {"q": "a", "bogus": 1}}), 422, "bogus"),
     (("post", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}), 422, "JSON"),
     (("post", "/documents", {"content": b"[" + b'{"_id": "x", "text": "y"},' * 200_000 + b"{}]",
@@ -181,7 +181,8 @@ def test_health_stats_openapi_page_and_no_cors_by_default(bm25_index):
         assert stats["endpoints"]["GET /search"]["requests"] == {"2xx": 1} and stats["uptime_s"] >= 0
         assert "/search" in client.get("/openapi.json").json()["paths"]
         assert "<form" in client.get("/").text
-        cors = client.options("/search", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+        cors = client.options("/search", headers={"Origin": "https://evil.example",
+                                                  "Access-Control-Request-Method": "GET"})
         assert "access-control-allow-origin" not in cors.headers
     with client_for(pipe, cors_origins=["https://app.example"]) as client:
         ok = client.get("/health", headers={"Origin": "https://app.example"})
