@@ -114,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
                 index = tmp / index.name
             with served(index, server_args) as url:
                 load(url)
-        in_process = _in_process(Path(args.index), args.config, queries, args.top_k, args.requests) if args.in_process and \
-            args.index else None
+        in_process = None
+        if args.in_process and args.index:
+            in_process = _in_process(Path(args.index), args.config, queries, args.top_k, args.requests)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
