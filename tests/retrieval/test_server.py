@@ -262,3 +262,13 @@ def test_shared_batches_keep_each_callers_scores():
 
     with pytest.raises(RuntimeError, match="model failed"):
         SharedBatches(Failing(), wait_ms=0).predict([("q", "p")])
+
+
+def test_a_second_writer_gets_409_naming_the_lock(bm25_index):
+    from index.writer import IndexWriter
+
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+    with IndexWriter(bm25_index), client_for(pipe) as client:
+        got = client.post("/documents", json=[{"_id": "x", "text": "y"}])
+        assert got.status_code == 409 and "by process" in got.json()["error"]
+        assert client.get("/search", params={"q": "tides"}).status_code == 200  # reads go on
