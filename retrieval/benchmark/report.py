@@ -45,6 +45,7 @@ class Settings:
     rerank_depth: int = 20  # candidates per query of the rerank comparison
     rerank_chunks: int = 5  # timed chunks the pairs are split into
     rerank_variants: tuple[str, ...] = ("config", "torch-fp32", "torch-bf16", "onnx-int8", "openvino-fp32")
+    rerank_models: tuple[str, ...] = ()  # other rerankers (e.g. distilled students) run as configured, same pairs
     curve_queries: int = 12  # queries of the rerank depth curve
     curve_depths: tuple[int, ...] = (10, 20, 50, 100)  # rerank top_n values of the curve
     curve_split: str = "dev"  # a BEIR split, or dev: the training queries held out from the reranker

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,10 @@ def section_rerank(pipe: Any, data: Any, settings: Settings) -> Section:
             name = f"ours, {variant}"
             reranker = CrossEncoderReranker(config=cfg, **variant_settings)
         results[name] = run(lambda p, r=reranker: r.predict(p), variant)
+    for model in settings.rerank_models:
+        reranker = CrossEncoderReranker(config=cfg.model_copy(update={"model": model}))
+        name = f"{model} ({reranker.backend} {reranker.precision})"
+        results[name] = run(lambda p, r=reranker: r.predict(p), Path(model).name or model)
     base_scores, base_secs = next(iter(results.values()))
     base_rate = 1 / median(base_secs)
     first_ndcg = reranked_ndcg10(first, None, data.qrels)

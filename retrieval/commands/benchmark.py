@@ -78,6 +78,7 @@ def settings(args: argparse.Namespace) -> Settings:
 
     given = {f.name: getattr(args, f.name) for f in fields(Settings)}
     return Settings(**{**given, "sections": names(args.sections), "rerank_variants": names(args.rerank_variants),
+                       "rerank_models": names(args.rerank_models),
                        "curve_depths": tuple(args.curve_depths), "passage_depths": tuple(args.passage_depths)})
 
 
@@ -148,6 +149,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="timed chunks the pairs are split into")
     p.add_argument("--rerank-variants", default=",".join(d.rerank_variants),
                    help=f"comma-separated subset of {','.join(RERANK_VARIANTS)} (plain is always run)")
+    p.add_argument("--rerank-models", default="",
+                   help="comma-separated other rerankers (paths, hub ids, bundled: names) run with the config's "
+                        "rerank settings on the same pairs, e.g. distilled students")
     p.add_argument("--curve-queries", type=positive, default=d.curve_queries,
                    help="queries for the rerank depth curve")
     p.add_argument("--curve-depths", type=cli.int_list(positive), default=list(d.curve_depths),

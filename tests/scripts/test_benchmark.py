@@ -50,7 +50,8 @@ def test_every_section_reports_on_the_same_inputs(tiny, tmp_path, monkeypatch, c
     root, data, _, config = tiny
     out = tmp_path / "bench.json"
     code, printed = run_script(monkeypatch, capsys, "--dataset", str(data), "--config", str(config), "--index",
-                               str(root / "index"), "--json", str(out), *SMALL)
+                               str(root / "index"), "--json", str(out), *SMALL,
+                               "--rerank-models", str(root / "tiny-ce"))
     assert code == 0
     report = json.loads(out.read_text())
     assert {"cpu", "usable_cpus", "torch_threads", "load_average_at_end"} <= set(report["machine"])
@@ -68,6 +69,8 @@ def test_every_section_reports_on_the_same_inputs(tiny, tmp_path, monkeypatch, c
     plain = variants["plain CrossEncoder.predict (fp32, batch 32)"]
     assert plain["ndcg_diff_vs_plain"] == 0 and plain["spearman_vs_plain"] == pytest.approx(1)
     assert 0 < report["rerank"]["pairs"] <= len(QUERIES) * 20
+    other = next(v for k, v in variants.items() if k.startswith(str(root / "tiny-ce")))  # --rerank-models
+    assert other["spearman_vs_plain"] > 0.9 and other["pairs_per_s"] > 0
     assert set(report["curve"]["depths"]) == {"2", "5"} and report["curve"]["configured_top_n"] == 5
     assert "BM25 queries" in printed and "x rank_bm25" in printed and "Rerank depth curve" in printed
 
