@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Request:
     pairs: list[tuple[str, str]]
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)  # scored, failed, or made the group's leader
+    lead: bool = False
     scores: np.ndarray | None = None
     error: BaseException | None = None
 
@@ -42,8 +43,8 @@ class SharedBatches:
         max_pairs: a group is sent as soon as it holds this many pairs.
 
     Each caller gets exactly the scores of its own pairs, in its order. One thread (the first caller of a group)
-    runs the wrapped `predict` for the whole group while the others wait; a failure is raised in every caller of
-    that group.
+    runs the wrapped `predict` for the whole group while the others wait, then passes the lead to the next caller
+    waiting; a failure is raised in every caller of that group.
     """
 
     def __init__(self, reranker: Any, wait_ms: float = 2.0, max_pairs: int = 512) -> None:
@@ -68,36 +69,41 @@ class SharedBatches:
         request = _Request(list(pairs))
         with self._lock:
             self._queue.append(request)
-            lead = not self._leader
-            if lead:
-                self._leader = True
+            if not self._leader:
+                self._leader = request.lead = True
             else:
                 self._more.notify()
-        if lead:
-            self._lead()
-        request.done.wait()
+        while True:
+            if request.lead:
+                self._lead()
+            else:
+                request.wake.wait()
+            if request.scores is not None or request.error is not None:
+                break
         if request.error is not None:
             raise request.error
-        assert request.scores is not None
         return request.scores
 
     def _lead(self) -> None:
-        """Wait up to `wait_s` for the group to fill, then score it; repeat while callers keep queueing, so a
-        request that arrived during a call is not left waiting for a leader."""
-        while True:
-            deadline = time.monotonic() + self.wait_s
-            with self._lock:
-                while sum(len(r.pairs) for r in self._queue) < self.max_pairs:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._more.wait(left)
-                group, self._queue = self._queue, []
-            self._score(group)
-            with self._lock:
-                if not self._queue:
-                    self._leader = False
-                    return
+        """Wait up to `wait_s` for the group to fill, score it (the leader's own request is in it), then hand the
+        lead to the oldest request that queued meanwhile: each leader scores one group and returns, so no caller
+        is kept serving others while they keep arriving."""
+        deadline = time.monotonic() + self.wait_s
+        with self._lock:
+            while sum(len(r.pairs) for r in self._queue) < self.max_pairs:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._more.wait(left)
+            group, self._queue = self._queue, []
+        self._score(group)
+        with self._lock:
+            if self._queue:
+                successor = self._queue[0]
+                successor.lead = True
+                successor.wake.set()
+            else:
+                self._leader = False
 
     def _score(self, group: list[_Request]) -> None:
         flat = [p for r in group for p in r.pairs]
@@ -106,7 +112,7 @@ class SharedBatches:
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the group
             for r in group:
                 r.error = exc
-                r.done.set()
+                r.wake.set()
             return
         self.calls += 1
         self.requests += len(group)
@@ -114,4 +120,4 @@ class SharedBatches:
         for r in group:
             r.scores = scores[at : at + len(r.pairs)]
             at += len(r.pairs)
-            r.done.set()
+            r.wake.set()

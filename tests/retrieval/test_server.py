@@ -272,3 +272,39 @@ def test_a_second_writer_gets_409_naming_the_lock(bm25_index):
         got = client.post("/documents", json=[{"_id": "x", "text": "y"}])
         assert got.status_code == 409 and "by process" in got.json()["error"]
         assert client.get("/search", params={"q": "tides"}).status_code == 200  # reads go on
+
+
+def test_shared_batches_never_keep_a_leader_serving_others():
+    """Under a steady stream of callers each call returns after about one group's work: the caller that led a
+    group hands the lead on instead of serving everyone who arrives meanwhile (a 32-client load once starved one
+    request past the 30 s timeout that way)."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from retrieval.batching import SharedBatches
+
+    class Slow:
+        def predict(self, pairs):
+            time.sleep(0.0005 * len(pairs))
+            return np.zeros(len(pairs))
+
+    shared = SharedBatches(Slow(), wait_ms=2)
+    stop = time.monotonic() + 2.0
+    worst: list[float] = []
+
+    def caller(i):
+        time.sleep(0.01 * i)  # staggered, so someone is always queueing while a group is scored
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            shared.predict([("q", "p")] * 10)
+            worst.append(time.perf_counter() - t)
+            time.sleep(0.001 * (i % 5))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(worst) > 100 and max(worst) < 1.0, max(worst)  # the old leader: the whole 2 s
