@@ -18,6 +18,10 @@ class RerankConfig(StrictModel):
     )
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=8, description="tokens per pair; default: the model's own limit")
+    passage_window: int | None = Field(
+        None, ge=16, description="words: a longer document is read as its window of this many words that best "
+        "matches the query (the first stage's analyzer), not its head cut at max_length; default: off",
+    )
     device: str = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="torch: auto = fp16 on CUDA, fp32 on the CPU; openvino: auto = bf16 on CPUs with "

@@ -349,7 +349,25 @@ class SearchPipeline:
             timings[FUSED] = _ms(start)
         return out
 
-    def _rerank_inputs(self, view: _View, cand: _Candidates) -> tuple[list[tuple[str, float]], dict, list]:
+    def rerank_text(self, query: str, title: str, text: str) -> str:
+        """The text the reranker reads for a document or passage: title and text (`model_text`), the text cut to
+        its best-matching window when `rerank.passage_window` is set (`retrieval.passage_window`)."""
+        cfg = self.config.rerank
+        if cfg is not None and cfg.passage_window is not None:
+            from retrieval.passage_window import best_window
+
+            analyze = self._window_analyzer()
+            text = best_window(text, set(analyze(query)), analyze, cfg.passage_window)
+        return model_text(title, text)
+
+    def _window_analyzer(self) -> Any:
+        bm25 = self.retriever("bm25")
+        if bm25 is not None and hasattr(bm25, "analyzer"):
+            return bm25.analyzer.tokenize
+        return lambda text: re.findall(r"\w+", text.lower())
+
+    def _rerank_inputs(self, view: _View, cand: _Candidates,
+                       query: str) -> tuple[list[tuple[str, float]], dict, list]:
         """The re-scored head of one query, each candidate's passage rows and texts (up to rerank.max_passages
         on a chunked index, its first-stage best first)."""
         cfg = self.config.rerank
@@ -363,7 +381,7 @@ class SearchPipeline:
             rows[d] = ([top] + [r for r in seen if r != top] if top is not None else list(seen))[:limit]
         texts = view.index.store.passage_texts([r for rs in rows.values() for r in rs])
         docs = view.index.store.get(d for d, _ in head)
-        passages = [[model_text(docs[d]["title"], texts[r]) for r in rows[d]] for d, _ in head]
+        passages = [[self.rerank_text(query, docs[d]["title"], texts[r]) for r in rows[d]] for d, _ in head]
         return head, rows, passages
 
     def _rerank_apply(self, cand: _Candidates, head: list[tuple[str, float]], rows: dict,
@@ -379,7 +397,7 @@ class SearchPipeline:
     def _rerank(self, view: _View, texts: list[str], cands: list[_Candidates]) -> None:
         """Re-scores every query's head. A reranker with `predict` scores all the queries' pairs in one call, so
         they share its length-sorted batches (query_batch pays for padding once, not per query)."""
-        work = [(q, c, *self._rerank_inputs(view, c)) for q, c in zip(texts, cands) if q]
+        work = [(q, c, *self._rerank_inputs(view, c, q)) for q, c in zip(texts, cands) if q]
         for _, cand, head, _, _ in work:
             if not head:
                 cand.lists[RERANK] = []

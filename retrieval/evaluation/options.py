@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from index.documents import model_text
 from retrieval.evaluation.metrics import mean_metric
 from retrieval.scores import Combination, rerank_list
 
@@ -121,7 +120,7 @@ def score_heads(pipe: Any, queries: Mapping[str, str], top_n: int, max_lengths: 
         ranked = pipe.retrieve([queries[q] for q in qids], stage=pipe.first_stage)
         heads = ScoredHeads(first={q: [(d, float(s)) for d, s in r] for q, r in zip(qids, ranked)}, top_n=top_n)
     docs = pipe.index.store.get({d for q in qids for d, _ in heads.first[q][:top_n]})
-    pairs = [(queries[q], model_text(docs[d]["title"], docs[d]["text"])) for q in qids
+    pairs = [(queries[q], pipe.rerank_text(queries[q], docs[d]["title"], docs[d]["text"])) for q in qids
              for d, _ in heads.first[q][:top_n]]
     for n in max_lengths:
         if n in heads.scores:
