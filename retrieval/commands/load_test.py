@@ -61,6 +61,8 @@ def _queries(path: str | None) -> list[str]:
                 "cross-encoders rerank search results", "volcano eruption", "photosynthesis in plants",
                 "the speed of light", "earthquakes and plate tectonics"]
     file = Path(path) / "queries.jsonl" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise ValueError(f"--queries {path}: no queries.jsonl there (give a BEIR folder or a queries.jsonl file)")
     return [json.loads(line)["text"] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from retrieval.commands.benchmark import table
     from retrieval.loadtest import run_load, served
 
+    if args.index and not (Path(args.index) / "manifest.json").is_file():
+        raise ValueError(f"--index {args.index}: not an index (no manifest.json); build one with twostage build")
     queries = _queries(args.queries)
     levels: list[dict[str, Any]] = []
     server_args = [*args.server_arg, *(["--config", args.config] if args.config else []),

@@ -117,6 +117,11 @@ BAD = [
                                                      "--output", "{not_an_index}"], "is not an index; refusing"),
     ("build/model-offline", "build_index.py", ["--config", "{hub_config}", "--corpus", str(SAMPLE_CORPUS),
                                                "--output", "{tmp}/o4"], "'bundled:all-MiniLM-L6-v2'"),
+    ("serve/missing-index", "serve.py", ["--index", "{tmp}/nope"], "does not exist; build one"),
+    ("serve/damaged-index", "serve.py", ["--index", "{damaged}"], "sha256 does not match the manifest"),
+    ("load-test/missing-index", "load_test.py", ["--index", "{tmp}/nope"], "not an index (no manifest.json)"),
+    ("load-test/no-queries-file", "load_test.py", ["--index", "{index}", "--queries", "{tmp}/nope"],
+     "no queries.jsonl"),
     ("search/missing-index", "search.py", ["--index", "{tmp}/nope", "ocean"], "does not exist; build one"),
     ("search/not-an-index", "search.py", ["--index", "{not_an_index}", "ocean"], "is not an index (no manifest"),
     ("search/damaged-index", "search.py", ["--index", "{damaged}", "ocean"], "sha256 does not match the manifest"),
@@ -182,7 +187,7 @@ def test_help_and_unknown_options(capsys, script):
     code, _, err = run_script(script, "--no-such-option", capsys=capsys)
     assert code == 2 and "Traceback" not in err
     assert err.splitlines()[-1].endswith("error: unrecognized arguments: --no-such-option") or (
-        "error: the following arguments are required" in err)
+        "error: the following arguments are required" in err) or "error: one of the arguments" in err
 
 
 def test_debug_lets_the_exception_through(files, capsys):
