@@ -1,6 +1,7 @@
-"""Shared reranking batches for concurrent callers: a server's requests that arrive within a few milliseconds of
-each other put their (query, passage) pairs into one `predict` call, which sorts all of them by length into
-batches, so padding and per-call overhead are paid once for the group instead of once per request.
+"""Shared batches for concurrent callers: a server's requests that arrive within a few milliseconds of each other
+put their reranking pairs into one `predict` call (which sorts all of them by length into batches) and their
+query texts into one `encode_queries` call, so padding and per-call overhead are paid once for the group instead
+of once per request.
 
 Example:
     >>> from retrieval import SearchPipeline                                   # doctest: +SKIP
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,48 +26,48 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Request:
-    pairs: list[tuple[str, str]]
-    wake: threading.Event = field(default_factory=threading.Event)  # scored, failed, or made the group's leader
+    items: list[Any]
+    wake: threading.Event = field(default_factory=threading.Event)  # done, failed, or made the group's leader
     lead: bool = False
-    scores: np.ndarray | None = None
+    rows: np.ndarray | None = None
     error: BaseException | None = None
 
 
-class SharedBatches:
-    """A reranker whose `predict` gathers the pairs of concurrent callers into shared calls of the wrapped one.
+class SharedCalls:
+    """`fn(items) -> array with one row per item`, called once for the items of concurrent callers.
 
     Parameters:
-        reranker: a reranker with `predict(pairs) -> scores` (`CrossEncoderReranker`); every other attribute is
-            the wrapped reranker's.
+        fn: the batched function (a reranker's `predict`, an encoder's `encode_queries`).
         wait_ms: how long the first request of a group waits for others to join it (0: only those already
             waiting join).
-        max_pairs: a group is sent as soon as it holds this many pairs.
+        max_items: a group is sent as soon as it holds this many items.
+        in_flight: how many callers could join now (e.g. a server's requests in progress); when given, a group is
+            sent as soon as that many have joined, so a lone caller never waits.
 
-    Each caller gets exactly the scores of its own pairs, in its order. One thread (the first caller of a group)
-    runs the wrapped `predict` for the whole group while the others wait, then passes the lead to the next caller
-    waiting; a failure is raised in every caller of that group.
+    Each caller gets exactly the rows of its own items, in its order. One thread (the first caller of a group)
+    runs `fn` for the whole group while the others wait, then passes the lead to the oldest caller that queued
+    meanwhile, so no caller is kept serving others while they keep arriving; a failure is raised in every caller
+    of that group.
     """
 
-    def __init__(self, reranker: Any, wait_ms: float = 2.0, max_pairs: int = 512) -> None:
-        if wait_ms < 0 or max_pairs < 1:
-            raise ValueError(f"wait_ms must be >= 0 and max_pairs >= 1, got {wait_ms} and {max_pairs}")
-        self.reranker = reranker
+    def __init__(self, fn: Callable[[list[Any]], Any], wait_ms: float = 2.0, max_items: int = 512,
+                 dtype: Any = None, in_flight: Callable[[], int] | None = None) -> None:
+        if wait_ms < 0 or max_items < 1:
+            raise ValueError(f"wait_ms must be >= 0 and max_items >= 1, got {wait_ms} and {max_items}")
+        self.fn = fn
         self.wait_s = wait_ms / 1000
-        self.max_pairs = max_pairs
+        self.max_items = max_items
+        self.dtype = dtype
+        self.in_flight = in_flight
         self._lock = threading.Lock()
         self._queue: list[_Request] = []
         self._leader = False
         self._more = threading.Condition(self._lock)
-        self.calls = 0  # wrapped predict calls, and the requests they served (for /stats)
+        self.calls = 0  # calls of fn, and the requests they served (for /stats)
         self.requests = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.reranker, name)
-
-    def predict(self, pairs: Sequence[tuple[str, str]], **kwargs: Any) -> np.ndarray:
-        if kwargs or not pairs:  # a caller with its own options (progress bars, batch size) runs alone
-            return self.reranker.predict(list(pairs), **kwargs)
-        request = _Request(list(pairs))
+    def __call__(self, items: Sequence[Any]) -> np.ndarray:
+        request = _Request(list(items))
         with self._lock:
             self._queue.append(request)
             if not self._leader:
@@ -78,25 +79,24 @@ class SharedBatches:
                 self._lead()
             else:
                 request.wake.wait()
-            if request.scores is not None or request.error is not None:
+            if request.rows is not None or request.error is not None:
                 break
         if request.error is not None:
             raise request.error
-        return request.scores
+        return request.rows
 
     def _lead(self) -> None:
-        """Wait up to `wait_s` for the group to fill, score it (the leader's own request is in it), then hand the
-        lead to the oldest request that queued meanwhile: each leader scores one group and returns, so no caller
-        is kept serving others while they keep arriving."""
         deadline = time.monotonic() + self.wait_s
         with self._lock:
-            while sum(len(r.pairs) for r in self._queue) < self.max_pairs:
+            while sum(len(r.items) for r in self._queue) < self.max_items:
+                if self.in_flight is not None and len(self._queue) >= self.in_flight():
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._more.wait(left)
             group, self._queue = self._queue, []
-        self._score(group)
+        self._run(group)
         with self._lock:
             if self._queue:
                 successor = self._queue[0]
@@ -105,10 +105,10 @@ class SharedBatches:
             else:
                 self._leader = False
 
-    def _score(self, group: list[_Request]) -> None:
-        flat = [p for r in group for p in r.pairs]
+    def _run(self, group: list[_Request]) -> None:
+        flat = [item for r in group for item in r.items]
         try:
-            scores = np.asarray(self.reranker.predict(flat), dtype=np.float64)
+            rows = np.asarray(self.fn(flat), dtype=self.dtype)
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the group
             for r in group:
                 r.error = exc
@@ -118,6 +118,64 @@ class SharedBatches:
         self.requests += len(group)
         at = 0
         for r in group:
-            r.scores = scores[at : at + len(r.pairs)]
-            at += len(r.pairs)
+            r.rows = rows[at : at + len(r.items)]
+            at += len(r.items)
             r.wake.set()
+
+
+class SharedBatches:
+    """A reranker whose `predict` gathers the pairs of concurrent callers into shared calls of the wrapped one
+    (`SharedCalls`); every other attribute is the wrapped reranker's. A call with options of its own (progress
+    bars, batch size) runs alone."""
+
+    def __init__(self, reranker: Any, wait_ms: float = 2.0, max_pairs: int = 512,
+                 in_flight: Callable[[], int] | None = None) -> None:
+        self.reranker = reranker
+        self.shared = SharedCalls(reranker.predict, wait_ms, max_pairs, dtype=np.float64, in_flight=in_flight)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "reranker":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.reranker, name)
+
+    @property
+    def calls(self) -> int:
+        return self.shared.calls
+
+    @property
+    def requests(self) -> int:
+        return self.shared.requests
+
+    def predict(self, pairs: Sequence[tuple[str, str]], **kwargs: Any) -> np.ndarray:
+        if kwargs or not pairs:
+            return self.reranker.predict(list(pairs), **kwargs)
+        return self.shared(pairs)
+
+
+class SharedEncodings:
+    """A bi-encoder whose `encode_queries` gathers the queries of concurrent callers into one shared call of the
+    wrapped one (`SharedCalls`); documents and every other attribute are the wrapped encoder's."""
+
+    def __init__(self, encoder: Any, wait_ms: float = 2.0, max_queries: int = 256,
+                 in_flight: Callable[[], int] | None = None) -> None:
+        self.encoder = encoder
+        self.shared = SharedCalls(encoder.encode_queries, wait_ms, max_queries, dtype=np.float32,
+                                  in_flight=in_flight)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "encoder":
+            raise AttributeError(name)
+        return getattr(self.encoder, name)
+
+    @property
+    def calls(self) -> int:
+        return self.shared.calls
+
+    @property
+    def requests(self) -> int:
+        return self.shared.requests
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        if not queries:
+            return self.encoder.encode_queries(list(queries))
+        return np.ascontiguousarray(self.shared(queries))

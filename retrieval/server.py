@@ -152,12 +152,22 @@ class Service:
         self.latencies = _Latencies()
         self._writer: Any = None
         self._write_lock = threading.Lock()
+        self._flight_lock = threading.Lock()
+        self.in_flight = 0  # searches in progress: a shared batch stops waiting once all of them have joined
         self.batches = None
-        if settings.shared_batches and pipeline.reranker is not None and hasattr(pipeline.reranker, "predict"):
-            from retrieval.batching import SharedBatches
+        self.encodings: dict[str, Any] = {}  # retriever name -> SharedEncodings
+        if settings.shared_batches:
+            from retrieval.batching import SharedBatches, SharedEncodings
 
-            self.batches = SharedBatches(pipeline.reranker, wait_ms=settings.batch_wait_ms)
-            pipeline.reranker = self.batches
+            wait = {"wait_ms": settings.batch_wait_ms, "in_flight": lambda: self.in_flight}
+            if pipeline.reranker is not None and hasattr(pipeline.reranker, "predict"):
+                self.batches = SharedBatches(pipeline.reranker, **wait)
+                pipeline.reranker = self.batches
+            # A refresh reopens retrievers with the models they hold, so the wrapped encoder stays in place.
+            for retriever in pipeline.retrievers:
+                encoder = getattr(retriever, "encoder", None)
+                if encoder is not None and hasattr(encoder, "encode_queries"):
+                    self.encodings[retriever.name] = retriever.encoder = SharedEncodings(encoder, **wait)
 
     # -- checks ---------------------------------------------------------------------------------------------
 
@@ -194,8 +204,14 @@ class Service:
                passages: bool, full_text: bool) -> tuple[list[list[dict[str, Any]]], dict[str, float]]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        hits = self.pipeline.query_batch(queries, top_k=top_k, passages=passages, filter=flt, stage=stage,
-                                         timings=timings)
+        with self._flight_lock:
+            self.in_flight += 1
+        try:
+            hits = self.pipeline.query_batch(queries, top_k=top_k, passages=passages, filter=flt, stage=stage,
+                                             timings=timings)
+        finally:
+            with self._flight_lock:
+                self.in_flight -= 1
         timings["total"] = (time.perf_counter() - start) * 1000
         return [[result_json(r, full_text) for r in h] for h in hits], {k: round(v, 3) for k, v in timings.items()}
 
@@ -252,9 +268,14 @@ class Service:
             out["reranker"] = {"model": getattr(reranker, "model_name", None),
                                "backend": getattr(reranker, "backend", None),
                                "precision": getattr(reranker, "precision", None)}
-        if self.batches is not None:
-            out["shared_batches"] = {"wait_ms": self.settings.batch_wait_ms, "predict_calls": self.batches.calls,
-                                     "requests": self.batches.requests}
+        if self.batches is not None or self.encodings:
+            shared: dict[str, Any] = {"wait_ms": self.settings.batch_wait_ms}
+            if self.batches is not None:
+                shared.update(predict_calls=self.batches.calls, requests=self.batches.requests)
+            if self.encodings:
+                shared["query_encodings"] = {name: {"calls": e.calls, "requests": e.requests}
+                                             for name, e in self.encodings.items()}
+            out["shared_batches"] = shared
         return out
 
 

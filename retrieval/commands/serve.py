@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser requests from this origin (repeatable; CORS is off without it)")
     p.add_argument("--batch-wait-ms", type=cli.Bounded(float, low=0), default=2.0,
-                   help="how long a request waits for others to share its reranking batch")
-    p.add_argument("--no-shared-batches", action="store_true", help="rerank each request on its own")
+                   help="how long a request waits for others to share its query encoding and reranking batch")
+    p.add_argument("--no-shared-batches", action="store_true", help="encode and rerank each request on its own")
     p.add_argument("--max-top-k", type=cli.positive_int, default=100)
     p.add_argument("--max-batch", type=cli.positive_int, default=64, help="queries per /search/batch request")
     p.add_argument("--max-body-bytes", type=cli.positive_int, default=4 * 1024 * 1024)

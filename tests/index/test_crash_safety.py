@@ -66,7 +66,10 @@ def _start_build(setup, target: Path, phase: str) -> subprocess.Popen:
     env = {**os.environ, "TWOSTAGE_TEST_PAUSE_AT": phase, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, str(ROOT / "scripts" / "build_index.py"), "--quiet", "--config", str(setup["config_file"]),
            "--corpus", str(setup["new_corpus"]), "--output", str(target)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored (`nohup bash .ci/run &`), and Python
+    # then installs no Ctrl-C handler: give the build the default disposition a terminal would.
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_sigkill_at_every_phase_never_loses_the_index(tmp_path, setup):

@@ -77,6 +77,68 @@ def test_concurrent_requests_share_batches_and_answer_as_alone(sample_index, tin
         assert stats["endpoints"]["POST /search"]["requests"] == {"2xx": 12}
 
 
+def test_concurrent_requests_share_query_encodings_and_answer_as_alone(sample_index, tiny_bi_encoder):
+    config = pipeline_config(sample_index, tiny_bi_encoder)  # hybrid, no reranker: encoding is the shared work
+    library = SearchPipeline.from_config(config)
+    queries = QUERIES * 4
+    alone = {q: [(r.doc_id, r.rank, round(r.score, 5)) for r in library.query(q)] for q in QUERIES}
+    with client_for(SearchPipeline.from_config(config), batch_wait_ms=20) as client:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            got = list(pool.map(lambda q: client.post("/search", json={"q": q}).json(), queries))
+        for q, body in zip(queries, got):
+            assert [(r["doc_id"], r["rank"], round(r["score"], 5)) for r in body["results"]] == alone[q]
+        shared = client.app.state.service.encodings["dense"]
+        assert shared.requests == len(queries) and shared.calls < len(queries)
+        assert client.get("/stats").json()["shared_batches"]["query_encodings"]["dense"]["requests"] == len(queries)
+        # writes encode documents through the same (wrapped) encoder, and the refreshed pipeline keeps sharing
+        assert client.post("/documents", json=[{"_id": "n1", "text": "Tides follow the Moon."}]).status_code == 200
+        assert client.post("/search", json={"q": "tides moon"}).status_code == 200
+        assert shared.requests == len(queries) + 1
+
+
+def test_shared_encodings_give_each_caller_its_rows():
+    import threading
+
+    import numpy as np
+
+    from retrieval.batching import SharedEncodings
+
+    class Encoder:
+        dim = 2
+
+        def __init__(self):
+            self.calls = []
+
+        def encode_queries(self, queries):
+            self.calls.append(list(queries))
+            return np.array([[len(q), i] for i, q in enumerate(queries)], dtype=np.float32)[:, :1]
+
+    inner = Encoder()
+    shared = SharedEncodings(inner, wait_ms=30)
+    assert shared.dim == 2  # everything else is the wrapped encoder's
+    results = {}
+
+    def caller(i):
+        queries = ["x" * (i + j) for j in range(i + 1)]
+        results[i] = (queries, shared.encode_queries(queries))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for queries, rows in results.values():
+        assert rows.shape == (len(queries), 1) and rows[:, 0].tolist() == [len(q) for q in queries]
+    assert len(inner.calls) < 8 and sum(len(c) for c in inner.calls) == sum(range(1, 9))
+
+    import time
+
+    alone = SharedEncodings(inner, wait_ms=2000, in_flight=lambda: 1)  # nobody else could join: no wait
+    start = time.perf_counter()
+    assert alone.encode_queries(["q"]).shape == (1, 1)
+    assert time.perf_counter() - start < 0.5
+
+
 def test_writes_are_committed_before_the_answer(bm25_index):
     pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
     with client_for(pipe) as client:
