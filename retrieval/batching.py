@@ -123,20 +123,16 @@ class SharedCalls:
             r.wake.set()
 
 
-class SharedBatches:
-    """A reranker whose `predict` gathers the pairs of concurrent callers into shared calls of the wrapped one
-    (`SharedCalls`); every other attribute is the wrapped reranker's. A call with options of its own (progress
-    bars, batch size) runs alone."""
+class _Shared:
+    """A model wrapper: one method shared through `self.shared`, every other attribute the wrapped model's."""
 
-    def __init__(self, reranker: Any, wait_ms: float = 2.0, max_pairs: int = 512,
-                 in_flight: Callable[[], int] | None = None) -> None:
-        self.reranker = reranker
-        self.shared = SharedCalls(reranker.predict, wait_ms, max_pairs, dtype=np.float64, in_flight=in_flight)
+    _wrapped = "model"  # the attribute holding the wrapped model
+    shared: SharedCalls
 
     def __getattr__(self, name: str) -> Any:
-        if name == "reranker":  # not set yet (copy, unpickling): no recursion
+        if name == self._wrapped:  # not set yet (copy, unpickling): no recursion
             raise AttributeError(name)
-        return getattr(self.reranker, name)
+        return getattr(getattr(self, self._wrapped), name)
 
     @property
     def calls(self) -> int:
@@ -145,6 +141,19 @@ class SharedBatches:
     @property
     def requests(self) -> int:
         return self.shared.requests
+
+
+class SharedBatches(_Shared):
+    """A reranker whose `predict` gathers the pairs of concurrent callers into shared calls of the wrapped one
+    (`SharedCalls`); every other attribute is the wrapped reranker's. A call with options of its own (progress
+    bars, batch size) runs alone."""
+
+    _wrapped = "reranker"
+
+    def __init__(self, reranker: Any, wait_ms: float = 2.0, max_pairs: int = 512,
+                 in_flight: Callable[[], int] | None = None) -> None:
+        self.reranker = reranker
+        self.shared = SharedCalls(reranker.predict, wait_ms, max_pairs, dtype=np.float64, in_flight=in_flight)
 
     def predict(self, pairs: Sequence[tuple[str, str]], **kwargs: Any) -> np.ndarray:
         if kwargs or not pairs:
@@ -152,28 +161,17 @@ class SharedBatches:
         return self.shared(pairs)
 
 
-class SharedEncodings:
+class SharedEncodings(_Shared):
     """A bi-encoder whose `encode_queries` gathers the queries of concurrent callers into one shared call of the
     wrapped one (`SharedCalls`); documents and every other attribute are the wrapped encoder's."""
+
+    _wrapped = "encoder"
 
     def __init__(self, encoder: Any, wait_ms: float = 2.0, max_queries: int = 256,
                  in_flight: Callable[[], int] | None = None) -> None:
         self.encoder = encoder
         self.shared = SharedCalls(encoder.encode_queries, wait_ms, max_queries, dtype=np.float32,
                                   in_flight=in_flight)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "encoder":
-            raise AttributeError(name)
-        return getattr(self.encoder, name)
-
-    @property
-    def calls(self) -> int:
-        return self.shared.calls
-
-    @property
-    def requests(self) -> int:
-        return self.shared.requests
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         if not queries:
