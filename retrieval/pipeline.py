@@ -9,13 +9,14 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,18 @@ class SearchResult:
     passages: list[Passage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As `dataclasses.asdict` (metadata's nested values copied), written out: asdict's generic recursion was
+        a quarter of a BM25 query's time behind the HTTP server."""
+        def passage(p: Passage) -> dict[str, Any]:
+            return {"id": p.id, "start": p.start, "end": p.end, "text": p.text}
+
+        return {"doc_id": self.doc_id, "score": self.score, "rank": self.rank, "title": self.title,
+                "text": self.text,
+                "metadata": {k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v
+                             for k, v in self.metadata.items()},
+                "stages": {name: {"score": st.score, "rank": st.rank} for name, st in self.stages.items()},
+                "passage": None if self.passage is None else passage(self.passage),
+                "passages": [passage(p) for p in self.passages]}
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from index.filters import FilterError
 from index.lock import IndexLockedError
 from index.manifest import IndexDirError
-from retrieval.pipeline import SearchPipeline, SearchResult
+from retrieval.pipeline import FUSED, RERANK, SearchPipeline, SearchResult
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,14 @@ class Service:
         if flt is not None and _depth(flt) > s.max_filter_depth:
             raise ApiError(413, f"the filter is nested {_depth(flt)} levels deep; the limit is "
                                 f"{s.max_filter_depth} (max_filter_depth)")
+
+    def model_free(self, stage: str | None) -> bool:
+        """Whether answering at `stage` runs no model (BM25 alone): such a query takes well under a millisecond,
+        less than handing it to a worker thread and back costs, so it runs on the event loop."""
+        stage = stage or self.pipeline.final_stage
+        if stage == RERANK:
+            return False
+        return all(r.loaded_model() is None for r in self.pipeline.retrievers if stage in (r.name, FUSED))
 
     def check_write(self, api_key: str | None) -> None:
         if self.settings.read_only:
@@ -392,9 +400,9 @@ def create_app(pipeline: SearchPipeline, settings: ServerSettings | None = None)
 
     app.add_middleware(_Guard, settings=settings, latencies=service.latencies)
 
-    async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    async def in_thread(fn: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
         try:
-            return await run_in_threadpool(fn, *args)
+            return fn(*args) if inline else await run_in_threadpool(fn, *args)
         except ApiError:
             raise
         except (FilterError, IndexLockedError) as exc:
@@ -414,7 +422,7 @@ def create_app(pipeline: SearchPipeline, settings: ServerSettings | None = None)
     async def run_search(body: SearchBody) -> Any:
         service.check_search([body.q], body.top_k, body.stage, body.filter)
         results, timings = await in_thread(service.search, [body.q], body.top_k, body.stage, body.filter,
-                                           body.passages, body.full_text)
+                                           body.passages, body.full_text, inline=service.model_free(body.stage))
         return JSONResponse({"query": body.q, "results": results[0], "timings_ms": timings})
 
     # -- search ---------------------------------------------------------------------------------------------

@@ -267,3 +267,20 @@ def test_an_index_searched_without_the_chunking_it_was_built_with(tmp_path):
     own = PipelineConfig.for_index(IndexDirectory.load(tmp_path / "i").build_config)
     own.index.path = tmp_path / "i"
     assert SearchPipeline(own).query("ocean tides", top_k=1)
+
+
+def test_to_dict_is_asdict():
+    """`SearchResult.to_dict` is written out for speed: it must stay `dataclasses.asdict` (every field, nested
+    metadata copied, not shared)."""
+    from dataclasses import asdict
+
+    from retrieval.pipeline import Passage, SearchResult, StageScore
+
+    p = Passage("d1#0", 0, 5, "Tides")
+    result = SearchResult("d1", 1.5, 1, "T", "Tides rise.", {"tags": ["a", {"b": 1}], "year": 2020},
+                          {"bm25": StageScore(1.5, 1)}, p, [p])
+    out = result.to_dict()
+    assert out == asdict(result) and list(out) == list(asdict(result))
+    out["metadata"]["tags"][1]["b"] = 2
+    assert result.metadata["tags"][1]["b"] == 1
+    assert SearchResult("d2", 0.0, 2, "", "").to_dict() == asdict(SearchResult("d2", 0.0, 2, "", ""))

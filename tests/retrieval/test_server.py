@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from index.builder import build_index
 from retrieval import SearchPipeline
-from retrieval.server import ServerSettings, create_app, result_json
+from retrieval.server import ServerSettings, Service, create_app, result_json
 from tests.conftest import SAMPLE_CORPUS, pipeline_config
 from tests.reliability import bm25_only, bm25_pipeline_config
 
@@ -51,6 +51,8 @@ def test_search_answers_equal_the_library(sample_index, tiny_bi_encoder, tiny_cr
             assert {"bm25", "dense", "hybrid", "rerank", "total"} <= set(body["timings_ms"])
             posted = client.post("/search", json={"q": q, "top_k": 5})
             assert without_timings(posted.json()) == without_timings(body)
+        service = client.app.state.service  # bm25 alone runs on the event loop, every model stage in a thread
+        assert service.model_free("bm25") and not any(map(service.model_free, (None, "dense", "hybrid", "rerank")))
         one_stage = client.post("/search", json={"q": QUERIES[0], "stage": "bm25", "top_k": 3}).json()
         assert one_stage["results"] == json.loads(json.dumps(expected(library, QUERIES[0], top_k=3, stage="bm25")))
         assert "rerank" not in one_stage["timings_ms"]
@@ -270,6 +272,9 @@ def test_a_slow_request_times_out(bm25_index, monkeypatch):
     pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
     real = pipe.query_batch
     monkeypatch.setattr(pipe, "query_batch", lambda *a, **k: (time.sleep(1.0), real(*a, **k))[1])
+    # as a query with a model stage: those run in worker threads (a BM25-only one runs on the event loop, bounded
+    # by the query-length and top_k limits instead)
+    monkeypatch.setattr(Service, "model_free", lambda self, stage: False)
     with client_for(pipe, request_timeout_s=0.2) as client:
         got = client.get("/search", params={"q": "tides"})
         assert got.status_code == 504 and "request_timeout_s" in got.json()["error"]
