@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -60,31 +61,10 @@ class BM25Stats:
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]]) -> BM25Stats:
         """Count terms; vocabulary ids follow first-seen order, as rank-bm25's dictionaries do."""
-        term_ids: dict[str, int] = {}
-        rows: list[np.ndarray] = []
-        cols: list[np.ndarray] = []
-        vals: list[np.ndarray] = []
-        doc_len: list[int] = []
-        for d, tokens in enumerate(token_lists):
-            counts = Counter(tokens)
-            doc_len.append(len(tokens))
-            if not counts:
-                continue
-            ids = np.fromiter((term_ids.setdefault(t, len(term_ids)) for t in counts), dtype=np.int64,
-                              count=len(counts))
-            rows.append(ids)
-            cols.append(np.full(len(counts), d, dtype=np.int32))
-            vals.append(np.fromiter(counts.values(), dtype=np.int32, count=len(counts)))
-        n_docs, n_terms = len(doc_len), len(term_ids)
-        if rows:
-            mat = sp.csr_matrix(
-                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_terms, n_docs)
-            )
-        else:
-            mat = sp.csr_matrix((n_terms, n_docs), dtype=np.int32)
-        mat.sort_indices()
-        return cls(list(term_ids), mat.indptr.astype(np.int64), mat.indices.astype(np.int32),
-                   mat.data.astype(np.int32), np.asarray(doc_len, dtype=np.int64))
+        counter = StatsCounter()
+        for tokens in token_lists:
+            counter.add(tokens)
+        return counter.stats()
 
     @classmethod
     def concat(cls, parts: Sequence[BM25Stats], keep: Sequence[np.ndarray | None]) -> BM25Stats:
@@ -162,6 +142,54 @@ def _idf(variant: str, n: np.ndarray, num_docs: int, epsilon: float) -> np.ndarr
     if variant == "lucene":
         return np.log(1.0 + (num_docs - n + 0.5) / (n + 0.5))
     raise ValueError(f"unknown BM25 variant {variant!r}")
+
+
+class StatsCounter:
+    """`BM25Stats` counted passage by passage in compact arrays (a term id and a count per distinct term of each
+    passage, 8 bytes, instead of the passage's token list), so a build streams its corpus: a million passages of
+    ~100 words hold a few hundred MB here, not their texts.
+
+    Example:
+        >>> counter = StatsCounter()
+        >>> counter.add(["cat", "sat", "cat"]); counter.add(["dog"])
+        >>> counter.stats().doc_freq.tolist()
+        [1, 1, 1]
+    """
+
+    def __init__(self) -> None:
+        self.term_ids: dict[str, int] = {}
+        self._terms = array("i")  # per (passage, distinct term), in passage order then first-seen order
+        self._tf = array("i")
+        self._distinct = array("q")  # per passage
+        self._lengths = array("q")
+
+    @property
+    def num_docs(self) -> int:
+        return len(self._lengths)
+
+    def add(self, tokens: Sequence[str]) -> None:
+        counts = Counter(tokens)
+        ids = self.term_ids
+        self._terms.extend([ids.setdefault(t, len(ids)) for t in counts])
+        self._tf.extend(counts.values())
+        self._distinct.append(len(counts))
+        self._lengths.append(len(tokens))
+
+    def stats(self) -> BM25Stats:
+        """The postings (CSR over terms, each term's passages ascending), term frequencies and lengths."""
+        n_docs, n_terms = len(self._lengths), len(self.term_ids)
+        terms = np.frombuffer(self._terms, dtype=np.int32) if self._terms else np.empty(0, dtype=np.int32)
+        tf = np.frombuffer(self._tf, dtype=np.int32) if self._tf else np.empty(0, dtype=np.int32)
+        distinct = np.frombuffer(self._distinct, dtype=np.int64) if self._distinct else np.empty(0, dtype=np.int64)
+        docs = np.repeat(np.arange(n_docs, dtype=np.int32), distinct)
+        # scipy's COO to CSR is a counting sort in C that keeps input order within a term (passages ascending):
+        # no argsort of every entry, so the build peaks at about 20 bytes per (passage, term).
+        mat = sp.csr_matrix((tf, (terms, docs)), shape=(n_terms, n_docs))
+        del docs
+        mat.sort_indices()
+        lengths = np.frombuffer(self._lengths, dtype=np.int64).copy() if self._lengths else np.empty(0, np.int64)
+        return BM25Stats(list(self.term_ids), mat.indptr.astype(np.int64), mat.indices.astype(np.int32, copy=False),
+                         mat.data.astype(np.int32, copy=False), lengths)
 
 
 class BM25Scorer:

@@ -22,10 +22,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from index.analyzer import Analyzer
-from index.bm25 import STATS_FILE, VOCAB_FILE, BM25Stats
+from index.bm25 import STATS_FILE, VOCAB_FILE, BM25Stats, StatsCounter
 from index.config import RETRIEVERS, BM25Config, BuildConfig, DenseConfig, FaissConfig, RetrieverConfig, retriever_type
 from index.manifest import FileReader, IndexFiles, Manifest
-from index.progress import bar
 
 
 class Component:
@@ -104,16 +103,14 @@ class BM25Component(Component):
     def __init__(self, name: str, config: BM25Config, model: Any | None = None) -> None:
         super().__init__(name, config, model)
         self.analyzer = Analyzer(config.analyzer)
-        self.tokens: list[list[str]] = []
-        self.terms: dict[str, str] = {}  # one string object per distinct term keeps the token lists small
+        self.counter = StatsCounter()  # counted as passages arrive: the build never holds their tokens
 
     def add(self, text: str) -> None:
-        terms = self.terms
-        self.tokens.append([terms.setdefault(t, t) for t in self.analyzer.tokenize(text)])
+        self.counter.add(self.analyzer.tokenize(text))
 
     def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
-        stats = BM25Stats.build(bar(self.tokens, f"{self.name}: counting terms", "passage", show=show_progress))
-        self.tokens, self.terms = [], {}
+        stats = self.counter.stats()
+        self.counter = StatsCounter()
         stats.save(directory)
         return {"counts": {"vocabulary": len(stats.vocab)}}
 

@@ -18,6 +18,7 @@ from retrieval.benchmark.filters import section_filters
 from retrieval.benchmark.passages import section_passages
 from retrieval.benchmark.report import Section, Settings
 from retrieval.benchmark.rerank import curve_split, section_curve, section_rerank
+from retrieval.benchmark.scale import section_scale
 from retrieval.benchmark.updates import section_updates
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ def run_sections(config: PipelineConfig, test: BeirDataset, settings: Settings) 
         yield "updates", section_updates(config, settings)
     if "filters" in wanted:
         yield "filters", section_filters(config, settings)
-    if not set(wanted) - {"e2e", "updates", "filters"}:
+    if "scale" in wanted:
+        yield "scale", section_scale(config, settings)
+    if not set(wanted) - {"e2e", "updates", "filters", "scale"}:
         return  # those build their own indexes: the config's pipeline is not needed
     if pipe is None:
         pipe = SearchPipeline(config)

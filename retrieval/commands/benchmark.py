@@ -178,6 +178,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-faiss", type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()),
                    default=d.synthetic_faiss, help="updates and filters sections: FAISS types, comma-separated "
                    "(flat, hnsw, ivf, sq8; BM25 runs with the first)")
+    p.add_argument("--scale-passages", type=positive, default=d.scale_passages,
+                   help="scale section: synthetic passages (BM25) and vectors (FAISS)")
+    p.add_argument("--scale-queries", type=positive, default=d.scale_queries, help="scale section: queries")
+    p.add_argument("--scale-faiss", type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()),
+                   default=d.scale_faiss, help="scale section: FAISS types, comma-separated (empty: BM25 only)")
+    p.add_argument("--scale-ef-construction", type=positive, default=d.scale_ef_construction,
+                   help="scale section: hnsw build effort")
     p.add_argument("--dev-fraction", type=cli.Bounded(float, low=0, high=1, low_open=True), default=d.dev_fraction,
                    help="dev: share of the training queries held out")
     p.add_argument("--dev-seed", type=cli.seed, default=d.dev_seed,

@@ -134,3 +134,30 @@ def test_both_backends_score_only_the_first_distinct_terms_of_a_long_query(monke
     ref_rows, ref_scores = reference.search(long_query, len(corpus))
     ref = dict(zip(ref_rows.tolist(), ref_scores.tolist()))
     np.testing.assert_allclose([ref[r] for r in rows.tolist()], scores, rtol=1e-9, atol=1e-9)
+
+
+def test_stats_counter_equals_a_naive_count():
+    """The streamed counter (term ids and counts in compact arrays, CSR at the end) against a dictionary count."""
+    import random
+    from collections import Counter, defaultdict
+
+    from index.bm25 import StatsCounter
+
+    rng = random.Random(5)
+    docs = [[rng.choice("abcdefghij") * rng.randint(1, 2) for _ in range(rng.randint(0, 12))] for _ in range(300)]
+    counter = StatsCounter()
+    for d in docs:
+        counter.add(d)
+    stats = counter.stats()
+    first_seen = list(dict.fromkeys(t for d in docs for t in d))
+    assert stats.vocab == first_seen and stats.doc_len.tolist() == [len(d) for d in docs]
+    postings = defaultdict(list)
+    for i, d in enumerate(docs):
+        for t, c in Counter(d).items():
+            postings[t].append((i, c))
+    for t, term in enumerate(stats.vocab):
+        lo, hi = stats.indptr[t], stats.indptr[t + 1]
+        assert list(zip(stats.indices[lo:hi].tolist(), stats.tf[lo:hi].tolist())) == postings[term]
+    assert stats.indices.dtype == np.int32 and stats.tf.dtype == np.int32 and stats.indptr.dtype == np.int64
+    empty = StatsCounter().stats()
+    assert empty.num_docs == 0 and empty.vocab == []

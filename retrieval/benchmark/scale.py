@@ -1,0 +1,282 @@
+"""Scale: a million synthetic passages on one machine (the `scale` section of `scripts/benchmark.py`).
+
+BM25: a corpus of `scale_passages` synthetic passages (the Zipfian words and log-normal lengths of the `updates`
+section's generator, written block by block to a temporary JSONL file, never held whole) is built into a
+BM25-only index in a child process, whose peak RSS (`wait4`) and seconds are reported; a second child opens the
+index (seconds, RSS after open) and times `scale_queries` typical queries (2 to 5 words, the 50 most frequent
+ranks left out) one per call, p50/p95, and its RSS after them.
+
+Dense: `scale_passages` x 384 synthetic unit vectors of intrinsic dimension 64 (`synthetic_vectors`: encoding a
+million passages is out of reach on this CPU) in each FAISS type of `scale_faiss`, built with
+`index.dense.build_faiss`: build seconds, the index's bytes, single-query p50 at the config's search settings,
+and recall@10 against the exact top-10. Beside them, recall@10 on the real embeddings of the index given to the
+benchmark and on synthetic vectors of the same count (`calibrate`): how much harder the synthetic vectors are.
+
+Example:
+    >>> from retrieval.benchmark.scale import section_scale
+    >>> section_scale(config, Settings(dataset, sections=("scale",), scale_passages=100_000))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.benchmark.measure import load_average, pct, progress
+from retrieval.benchmark.report import Section, Settings, Table
+from retrieval.benchmark.updates import (
+    BUCKETS,
+    DIM,
+    SEED,
+    VOCABULARY,
+    _words,
+    _zipf,
+    bm25_settings,
+    synthetic_queries,
+)
+
+BLOCK = 50_000  # passages generated (and vectors drawn) at a time
+LATENT_DIM = 64
+NOISE = 0.1
+RECALL_K = 10
+
+
+def write_synthetic_corpus(n: int, path: Path, quiet: bool = True) -> Path:
+    """`n` synthetic passages as JSONL (`_id`, `text`, `bucket`), generated and written BLOCK at a time: the words
+    and lengths of `retrieval.benchmark.updates.synthetic_corpus`, each block from its own seed."""
+    words = _words()
+    cdf = np.cumsum(_zipf(VOCABULARY))
+    with open(path, "w", encoding="utf-8") as fh:
+        for start in progress(range(0, n, BLOCK), "scale: writing passages", quiet):
+            rng = np.random.default_rng([SEED, start])
+            count = min(BLOCK, n - start)
+            lengths = np.clip(np.rint(rng.lognormal(np.log(120), 0.45, count)), 50, 250).astype(np.int64)
+            tokens = np.minimum(np.searchsorted(cdf, rng.random(int(lengths.sum())), side="right"), VOCABULARY - 1)
+            bounds = np.concatenate([[0], np.cumsum(lengths)])
+            buckets = rng.integers(0, BUCKETS, count)
+            fh.writelines(json.dumps({"_id": f"p{start + i:07d}",
+                                      "text": " ".join(words[tokens[bounds[i] : bounds[i + 1]]]),
+                                      "bucket": int(buckets[i])}) + "\n" for i in range(count))
+    return path
+
+
+def synthetic_vectors(n: int, dim: int = DIM, seed: int = SEED) -> np.ndarray:
+    """`n` unit vectors of intrinsic dimension LATENT_DIM (Gaussian points of that dimension through one fixed
+    random projection to `dim`, plus a little isotropic noise), float32, drawn BLOCK at a time. Sentence
+    embeddings live near such a low-dimensional set, which is what approximate indexes exploit; uniform random
+    vectors in 384 dimensions have no near neighbours to find."""
+    projection = np.random.default_rng(SEED).standard_normal((LATENT_DIM, dim), dtype=np.float32)
+    rng = np.random.default_rng([seed, 1])
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, BLOCK):
+        stop = min(n, start + BLOCK)
+        block = rng.standard_normal((stop - start, LATENT_DIM), dtype=np.float32) @ projection
+        block += NOISE * np.sqrt(LATENT_DIM, dtype=np.float32) * rng.standard_normal(block.shape, dtype=np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        out[start:stop] = block
+    return out
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """The exact top-k rows by inner product per query (the recall reference), BLOCK rows at a time."""
+    best = np.full((len(queries), 0), -1, dtype=np.int64)
+    best_scores = np.empty((len(queries), 0), dtype=np.float32)
+    for start in range(0, len(vectors), BLOCK):
+        scores = queries @ vectors[start : start + BLOCK].T
+        top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        best = np.concatenate([best, top + start], axis=1)
+        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
+        best, best_scores = np.take_along_axis(best, keep, axis=1), np.take_along_axis(best_scores, keep, axis=1)
+    return best
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _child(argv: list[str]) -> None:
+    """The child processes' side: `build CORPUS INDEX BM25_JSON` or `search INDEX BM25_JSON QUERIES K`; one JSON
+    line on stdout."""
+    from index.builder import build_index
+    from index.config import BuildConfig
+
+    what, *args = argv
+    if what == "build":
+        corpus, index, bm25 = args
+        build = BuildConfig.model_validate({"bm25": json.loads(bm25), "dense": {"enabled": False}})
+        rss_start = _rss_mib()
+        report = build_index(corpus, index, build, show_progress=False)
+        print(json.dumps({"seconds": report.seconds, "phases": report.phases, "bytes": report.bytes_on_disk,
+                          "passages": report.passages, "rss_start_mib": rss_start}))
+        return
+    from retrieval.benchmark.updates import open_pipeline
+
+    index, bm25, queries_file, k = args
+    queries = json.loads(Path(queries_file).read_text(encoding="utf-8"))
+    rss_before = _rss_mib()
+    start = time.perf_counter()
+    build = BuildConfig.model_validate({"bm25": json.loads(bm25), "dense": {"enabled": False}})
+    pipe = open_pipeline(Path(index), build, int(k), {})
+    open_s = time.perf_counter() - start
+    rss_open = _rss_mib()
+    for q in queries[:20]:
+        pipe.retrieve([q], stage="bm25", top_k=int(k))
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        pipe.retrieve([q], stage="bm25", top_k=int(k))
+        times.append(time.perf_counter() - t)
+    print(json.dumps({"open_s": open_s, "rss_before_mib": rss_before, "rss_open_mib": rss_open,
+                      "rss_after_queries_mib": _rss_mib(), "p50_ms": pct(times, 50) * 1e3,
+                      "p95_ms": pct(times, 95) * 1e3, "queries": len(times), "passages": pipe.index.num_rows}))
+
+
+def _run_child(args: list[str]) -> tuple[dict[str, Any], float]:
+    """(the child's JSON line, its peak RSS in MiB)."""
+    code = "import sys; from retrieval.benchmark.scale import _child; _child(sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = proc.stdout.read() if proc.stdout is not None else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scale: the child process {args[0]} failed (exit {proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def measure_bm25(config: Any, settings: Settings, work: Path) -> dict[str, Any]:
+    n = settings.scale_passages
+    bm25 = json.dumps(bm25_settings(config).model_dump(mode="json"))
+    start = time.perf_counter()
+    corpus = write_synthetic_corpus(n, work / "scale.jsonl", settings.quiet)
+    generate_s = time.perf_counter() - start
+    index = work / "scale-bm25"
+    built, build_peak = _run_child(["build", str(corpus), str(index), bm25])
+    corpus.unlink()
+    queries = work / "queries.json"
+    queries.write_text(json.dumps(synthetic_queries(settings.scale_queries)), encoding="utf-8")
+    searched, search_peak = _run_child(["search", str(index), bm25, str(queries), str(settings.k)])
+    return {"passages": n, "generate_s": generate_s, "build_s": built["seconds"], "build_phases": built["phases"],
+            "build_peak_rss_mib": build_peak, "build_rss_start_mib": built["rss_start_mib"],
+            "index_bytes": built["bytes"], **searched,
+            "search_peak_rss_mib": search_peak}
+
+
+def measure_faiss(config: Any, settings: Settings) -> dict[str, Any]:
+    import faiss
+
+    from index.config import FaissConfig
+    from index.dense import build_faiss, configure_search, search_faiss
+
+    n, k = settings.scale_passages, RECALL_K
+    vectors = synthetic_vectors(n)
+    queries = synthetic_vectors(settings.scale_queries, seed=SEED + 1)
+    base = config.first_stage.dense.faiss if config.first_stage.dense is not None else FaissConfig()
+    out: dict[str, Any] = {}
+    exact = exact_top(vectors, queries, k)
+    for faiss_type in progress(settings.scale_faiss, "scale: FAISS types", settings.quiet):
+        cfg = base.model_copy(update={"type": faiss_type, "ef_construction": settings.scale_ef_construction})
+        start = time.perf_counter()
+        index = build_faiss(vectors, cfg)
+        build_s = time.perf_counter() - start
+        configure_search(index, cfg)  # what loading the index does: ef_search, nprobe
+        size = int(faiss.serialize_index(index).nbytes)
+        for q in queries[:10]:
+            search_faiss(index, q[None], k, cfg)
+        times, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            ids, _ = search_faiss(index, q[None], k, cfg)
+            times.append(time.perf_counter() - t)
+            found.append(ids[0])
+        recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, exact)]))
+        out[faiss_type] = {"build_s": build_s, "index_mib": size / 2**20, "p50_ms": pct(times, 50) * 1e3,
+                           "p95_ms": pct(times, 95) * 1e3, "recall_at_10": recall,
+                           "settings": {key: getattr(cfg, key) for key in ("hnsw_m", "ef_construction", "ef_search",
+                                                                           "nlist", "nprobe")}}
+        del index
+    return out
+
+
+def recall_at(vectors: np.ndarray, queries: np.ndarray, cfg: Any, exact: np.ndarray) -> float:
+    from index.dense import build_faiss, configure_search, search_faiss
+
+    index = build_faiss(np.ascontiguousarray(vectors), cfg)
+    configure_search(index, cfg)
+    ids, _ = search_faiss(index, queries, RECALL_K, cfg)
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / RECALL_K for a, b in zip(ids, exact)]))
+
+
+def calibrate(config: Any, settings: Settings) -> dict[str, Any] | None:
+    """Recall@10 of each approximate type on the real embeddings of the index given to the benchmark (its
+    passages less `scale_queries` held out as queries) beside synthetic vectors of the same count: how much
+    harder than real embeddings the synthetic ones are for each index type. None without a dense index."""
+    from index.config import FaissConfig
+
+    path = Path(config.index.path) / "embeddings.npy"
+    if not path.is_file():
+        return None
+    real = np.load(path, mmap_mode="r")
+    held = np.random.default_rng(SEED).choice(len(real), size=min(settings.scale_queries, len(real) // 10),
+                                              replace=False)
+    base = np.delete(np.asarray(real), held, axis=0)
+    sets = {"real": (base, np.asarray(real[held])),
+            "synthetic": (synthetic_vectors(len(base)), synthetic_vectors(len(held), seed=SEED + 1))}
+    dense = config.first_stage.dense.faiss if config.first_stage.dense is not None else FaissConfig()
+    out: dict[str, Any] = {"passages": len(base), "queries": len(held), "types": {}}
+    for faiss_type in [t for t in settings.scale_faiss if t != "flat"]:
+        cfg = dense.model_copy(update={"type": faiss_type, "ef_construction": settings.scale_ef_construction})
+        out["types"][faiss_type] = {name: recall_at(v, q, cfg, exact_top(v, q, RECALL_K))
+                                    for name, (v, q) in sets.items()}
+    return out
+
+
+def section_scale(config: Any, settings: Settings) -> Section:
+    """The BM25 and FAISS tables at `scale_passages` (see the module)."""
+    report: dict[str, Any] = {"load_average_at_start": load_average(), "passages": settings.scale_passages}
+    tables = []
+    with tempfile.TemporaryDirectory(prefix="twostage-bench-scale-") as tmp:
+        bm25 = measure_bm25(config, settings, Path(tmp))
+    report["bm25"] = bm25
+    tables.append(Table(f"Scale: BM25 over {bm25['passages']:,} synthetic passages", [{
+        "build s": bm25["build_s"], "build RSS at start MiB": bm25["build_rss_start_mib"],
+        "build peak RSS MiB": bm25["build_peak_rss_mib"],
+        "index MiB": bm25["index_bytes"] / 2**20, "open s": bm25["open_s"],
+        "RSS after open MiB": bm25["rss_open_mib"], "query p50 ms": bm25["p50_ms"], "query p95 ms": bm25["p95_ms"],
+        "RSS after queries MiB": bm25["rss_after_queries_mib"]}],
+        f"built in a child process (peak RSS from wait4), opened and queried in another ({bm25['queries']} queries "
+        f"of 2-5 words, one per call, top-{settings.k}); generating the corpus took {bm25['generate_s']:.1f} s"))
+    if settings.scale_faiss:
+        dense = measure_faiss(config, settings)
+        report["faiss"] = dense
+        rows = [{"type": t, "build s": m["build_s"], "index MiB": m["index_mib"], "query p50 ms": m["p50_ms"],
+                 "query p95 ms": m["p95_ms"], "recall@10 vs flat": m["recall_at_10"]} for t, m in dense.items()]
+        title = (f"Scale: FAISS over {settings.scale_passages:,} x {DIM} synthetic unit vectors (intrinsic "
+                 f"dimension {LATENT_DIM})")
+        tables.append(Table(title, rows,
+                            f"one query per search; hnsw built with ef_construction {settings.scale_ef_construction}; "
+                            "search settings from the config's dense.faiss"))
+        found = calibrate(config, settings)
+        if found is not None:
+            report["faiss_calibration"] = found
+            rows = [{"type": t, "real embeddings": r["real"], "synthetic vectors": r["synthetic"]}
+                    for t, r in found["types"].items()]
+            tables.append(Table(f"Scale: recall@10 at {found['passages']:,} vectors, the index's real embeddings "
+                                "against synthetic ones", rows,
+                                f"{found['queries']} of the index's passages held out as queries; the synthetic "
+                                "vectors are those of the table above, at this count"))
+    report["load_average_at_end"] = load_average()
+    return Section(report, tables)
