@@ -105,16 +105,24 @@ class BM25Stats:
         return cls.from_bytes((directory / STATS_FILE).read_bytes(), (directory / VOCAB_FILE).read_bytes(),
                               directory / STATS_FILE)
 
+    ARRAYS = ("indptr", "indices", "tf", "doc_len")  # the members of STATS_FILE
+
     @classmethod
     def from_bytes(cls, stats: bytes, vocab_json: bytes, source: Path) -> BM25Stats:
-        """From the two files' contents, as read (and checked) by the index loader; `source` names them in
-        errors."""
+        """From the two files' contents; `source` names them in errors."""
         with np.load(io.BytesIO(stats), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("indptr", "indices", "tf", "doc_len")}
+            arrays = {k: z[k] for k in cls.ARRAYS}
+        return cls.from_arrays(arrays, vocab_json, source)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], vocab_json: bytes, source: Path,
+                    bounds: bool = True) -> BM25Stats:
+        """From STATS_FILE's arrays (read, or memory-mapped by the index loader) and the vocabulary file's bytes,
+        checked for consistency (`bounds`: every posting's row too); `source` names them in errors."""
         vocab = json.loads(vocab_json.decode("utf-8"))
         n_terms, n_docs = len(vocab), arrays["doc_len"].shape[0]
         indptr, indices = arrays["indptr"], arrays["indices"]
-        if not consistent(indptr, indices, arrays["tf"], n_docs, n_terms):
+        if not consistent(indptr, indices, arrays["tf"], n_docs, n_terms, bounds=bounds):
             raise ValueError(f"{source}: BM25 arrays are inconsistent; rebuild the index")
         return cls(vocab, indptr, indices, arrays["tf"], arrays["doc_len"])
 
@@ -192,6 +200,48 @@ class StatsCounter:
                          mat.data.astype(np.int32, copy=False), lengths)
 
 
+def _weight(variant: str, idf: np.ndarray | np.floating, f: np.ndarray, norm: np.ndarray, k1: float,
+            delta: float) -> np.ndarray:
+    """Each posting's BM25 weight: term frequency `f`, the document's length norm `norm` (1 - b + b * dl / avgdl)
+    and its term's `idf` (per posting, or one for a slice of one term's postings: the same bits either way)."""
+    if variant == "okapi":
+        return idf * (f * (k1 + 1) / (f + k1 * norm))
+    if variant == "bm25l":
+        # As rank-bm25 does (unlike Lv & Zhai's paper), the term weight is multiplied by tf, so a document without
+        # the term gets 0.
+        ctd = f / norm
+        return idf * f * (k1 + 1) * (ctd + delta) / (k1 + ctd + delta)
+    if variant == "bm25plus":
+        return idf * (delta + f * (k1 + 1) / (k1 * norm + f))
+    return idf * f / (f + k1 * norm)  # lucene
+
+
+# Up to this many postings the weights are computed once, when the scorer is made (8 bytes each, and a read-only
+# slice per query term); above it, from the raw counts of the query's own postings at query time, so opening a
+# million-passage index neither allocates nor touches a weight per posting (the same formula, the same bits).
+EAGER_POSTINGS = 16_000_000
+
+
+class _LazyExcess:
+    """The `excess` weights of a large index, computed per slice of one term's postings when a query reads them
+    (what `Postings` slices; see EAGER_POSTINGS)."""
+
+    def __init__(self, scorer: BM25Scorer, doc_norm: np.ndarray) -> None:
+        self.stats = scorer.stats
+        self.scorer = scorer
+        self.doc_norm = doc_norm
+        self.size = len(scorer.stats.indices)
+
+    def __getitem__(self, span: slice) -> np.ndarray:
+        s, e = span.start, span.stop
+        stats, sc = self.stats, self.scorer
+        t = int(np.searchsorted(stats.indptr, s, side="right")) - 1  # the term whose postings start at s
+        cfg = sc.config
+        weight = _weight(cfg.variant, sc.idf[t], stats.tf[s:e].astype(np.float64), self.doc_norm[stats.indices[s:e]],
+                         cfg.k1, cfg.resolved_delta())
+        return weight - sc.absent[t]
+
+
 class BM25Scorer:
     """Scores queries against `BM25Stats` with one variant's formula; safe to share between threads."""
 
@@ -203,29 +253,22 @@ class BM25Scorer:
         n_docs = stats.num_docs
         avgdl = float(stats.doc_len.sum()) / n_docs if n_docs else 0.0
         self.idf = _idf(cfg.variant, stats.doc_freq, n_docs, cfg.epsilon)
-        term_of_posting = np.repeat(np.arange(len(stats.vocab)), stats.doc_freq)
-        idf = self.idf[term_of_posting]
-        f = stats.tf.astype(np.float64)
-        norm = 1 - b + b * stats.doc_len[stats.indices] / avgdl if avgdl > 0 else np.ones_like(f)
-        if cfg.variant == "okapi":
-            weight = idf * (f * (k1 + 1) / (f + k1 * norm))
-            self.absent = np.zeros(len(stats.vocab))
-        elif cfg.variant == "bm25l":
-            # As rank-bm25 does (unlike Lv & Zhai's paper), the term weight is multiplied by tf, so a
-            # document without the term gets 0.
-            ctd = f / norm
-            weight = idf * f * (k1 + 1) * (ctd + delta) / (k1 + ctd + delta)
-            self.absent = np.zeros(len(stats.vocab))
-        elif cfg.variant == "bm25plus":
-            weight = idf * (delta + f * (k1 + 1) / (k1 * norm + f))
-            self.absent = self.idf * delta
-        else:  # lucene
-            weight = idf * f / (f + k1 * norm)
-            self.absent = np.zeros(len(stats.vocab))
         # bm25plus gives every document a constant for each query term it lacks; store only the excess
         # over that constant so only postings are touched at query time, and add the constants back per query.
-        self.excess = weight - self.absent[term_of_posting]
-        self.postings = Postings(stats.indptr, stats.indices, self.excess, n_docs)
+        self.absent = self.idf * delta if cfg.variant == "bm25plus" else np.zeros(len(stats.vocab))
+        doc_norm = 1 - b + b * stats.doc_len / avgdl if avgdl > 0 else np.ones(n_docs)
+        if len(stats.indices) <= EAGER_POSTINGS:
+            term_of_posting = np.repeat(np.arange(len(stats.vocab)), stats.doc_freq)
+            weight = _weight(cfg.variant, self.idf[term_of_posting], stats.tf.astype(np.float64),
+                             doc_norm[stats.indices], k1, delta)
+            self.excess: np.ndarray | _LazyExcess = weight - self.absent[term_of_posting]
+            positive = None
+        else:
+            self.excess = _LazyExcess(self, doc_norm)
+            # Every weight is > 0 where every idf is (a positive idf times a positive tf fraction); otherwise the
+            # scorer counts hits exactly instead of by score.
+            positive = bool(np.all(self.idf > 0))
+        self.postings = Postings(stats.indptr, stats.indices, self.excess, n_docs, positive=positive)
         self._has_absent = bool(np.any(self.absent))
 
     @property

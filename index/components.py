@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import struct
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -116,8 +118,12 @@ class BM25Component(Component):
 
     @classmethod
     def load(cls, files: IndexFiles, manifest: Manifest) -> BM25Stats:
-        return BM25Stats.from_bytes(files.read_bytes(STATS_FILE), files.read_bytes(VOCAB_FILE),
-                                    files.path / STATS_FILE)
+        with files.reading(STATS_FILE) as reader:
+            arrays = map_npz(reader, BM25Stats.ARRAYS)
+        # A file whose sha256 matched the manifest holds the arrays its build wrote: checking every posting's row
+        # bound again would read (and keep resident) all of them at open.
+        return BM25Stats.from_arrays(arrays, files.read_bytes(VOCAB_FILE), files.path / STATS_FILE,
+                                     bounds=not files.verify)
 
     @classmethod
     def sizes(cls, part: BM25Stats) -> dict[str, int]:
@@ -326,3 +332,31 @@ def map_npy(reader: FileReader) -> np.ndarray:
     with os.fdopen(reader.fileno(), "rb", closefd=False) as fh:  # the map keeps its own handle on the file
         return np.memmap(fh, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C",
                          offset=reader.tell())
+
+
+# Members of an .npz smaller than this are read into memory (an empty array cannot be mapped, and a small one is
+# not worth a map).
+MAP_MIN_BYTES = 1 << 20
+
+
+def map_npz(reader: FileReader, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named arrays of an open `.npz` file, each stored (uncompressed) member memory-mapped where it lies in
+    the file, as `map_npy` maps a `.npy`: `np.savez` stores members uncompressed, so opening a large index maps
+    its BM25 arrays instead of reading them, and memory grows with the postings queries read."""
+    fd = reader.fileno()
+    out: dict[str, np.ndarray] = {}
+    with os.fdopen(os.dup(fd), "rb") as fh, zipfile.ZipFile(fh) as archive:
+        for name in names:
+            info = archive.getinfo(f"{name}.npy")
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size < MAP_MIN_BYTES:
+                with archive.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            local = os.pread(fd, 30, info.header_offset)  # the member's local header: where its data starts
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{name}.npy: not a zip local header")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            member_reader = FileReader(fd)
+            member_reader.offset = info.header_offset + 30 + name_len + extra_len
+            out[name] = map_npy(member_reader)
+    return out

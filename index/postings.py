@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,28 +62,29 @@ def concat_postings(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
 
 
 def consistent(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, num_docs: int,
-               num_terms: int | None = None) -> bool:
+               num_terms: int | None = None, bounds: bool = True) -> bool:
     """Whether arrays read from disk form postings over `num_docs` rows (and `num_terms` terms, if given):
-    what a loader checks before it trusts them."""
+    what a loader checks before it trusts them; `bounds`: every row too (reading every posting)."""
     if indptr.ndim != 1 or len(indptr) < 1 or (num_terms is not None and len(indptr) != num_terms + 1):
         return False
     if indptr[0] != 0 or indptr[-1] != len(indices) or weights.shape != indices.shape or np.any(np.diff(indptr) < 0):
         return False
-    return not indices.size or (indices.min() >= 0 and indices.max() < num_docs)
+    return not bounds or not indices.size or (indices.min() >= 0 and indices.max() < num_docs)
 
 
 class Postings:
     """Term postings with one weight each; safe to share between threads (read-only after construction)."""
 
-    def __init__(self, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, num_docs: int) -> None:
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, weights: Any, num_docs: int,
+                 positive: bool | None = None) -> None:
         self.indptr = indptr
         self.indices = indices
-        self.weights = weights
+        self.weights = weights  # an array, or anything that slices like one (BM25's weights of a large index)
         self.num_docs = int(num_docs)
         # Python ints for slicing, and whether every weight is > 0 (then, with positive multipliers, a positive
-        # accumulated score means "holds a query term").
+        # accumulated score means "holds a query term"); `positive` says so for weights that are not an array.
         self._indptr = array("q", np.ascontiguousarray(indptr, dtype=np.int64).tobytes())
-        self.positive = bool(weights.size == 0 or weights.min() > 0)
+        self.positive = bool(weights.size == 0 or weights.min() > 0) if positive is None else positive
 
     def spans(self, ids: Sequence[int]) -> list[tuple[int, int]]:
         """Where each term's postings lie in `indices`."""

@@ -161,3 +161,27 @@ def test_stats_counter_equals_a_naive_count():
     assert stats.indices.dtype == np.int32 and stats.tf.dtype == np.int32 and stats.indptr.dtype == np.int64
     empty = StatsCounter().stats()
     assert empty.num_docs == 0 and empty.vocab == []
+
+
+@pytest.mark.parametrize("variant", ["okapi", "bm25l", "bm25plus", "lucene"])
+def test_weights_computed_at_query_time_are_the_same_bits(scifact_tokens, variant, monkeypatch):
+    """A large index computes its postings' weights per query (index.bm25.EAGER_POSTINGS): scores, top-k and
+    filtered top-k equal those of the weights computed once, bit for bit."""
+    corpus, queries = scifact_tokens
+    stats = BM25Stats.build(corpus)
+    config = BM25Config(variant=variant)
+    eager = BM25Scorer(stats, config)
+    monkeypatch.setattr(bm25_module, "EAGER_POSTINGS", 0)
+    lazy = BM25Scorer(stats, config)
+    assert isinstance(eager.excess, np.ndarray) and not isinstance(lazy.excess, np.ndarray)
+    assert lazy.postings.positive == eager.postings.positive
+    allowed = np.zeros(stats.num_docs, dtype=bool)
+    allowed[::7] = True
+    few = np.zeros(stats.num_docs, dtype=bool)  # selective: looked up in the postings (allowed_candidates)
+    few[[5, 100, 900]] = True
+    for q in queries + [queries[0] * 2]:  # and one with every term twice
+        assert np.array_equal(lazy.get_scores(q), eager.get_scores(q))
+        for got, want in ((lazy.search(q, 10), eager.search(q, 10)),
+                          (lazy.search(q, 10, allowed), eager.search(q, 10, allowed)),
+                          (lazy.search(q, 10, few), eager.search(q, 10, few))):
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
