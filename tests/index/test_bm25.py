@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,32 @@ def test_weights_computed_at_query_time_are_the_same_bits(scifact_tokens, varian
                           (lazy.search(q, 10, allowed), eager.search(q, 10, allowed)),
                           (lazy.search(q, 10, few), eager.search(q, 10, few))):
             assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_out_of_range_rows_are_refused_unless_the_checksum_vouched():
+    stats = BM25Stats.build([["a", "b"], ["b"]])
+    arrays = {"indptr": stats.indptr, "indices": stats.indices.copy(), "tf": stats.tf, "doc_len": stats.doc_len}
+    arrays["indices"][-1] = 7  # a row past the two documents
+    vocab = json.dumps(stats.vocab).encode()
+    with pytest.raises(ValueError, match="BM25 arrays are inconsistent; rebuild the index"):
+        BM25Stats.from_arrays(arrays, vocab, Path("bm25.npz"))
+    assert BM25Stats.from_arrays(arrays, vocab, Path("bm25.npz"), bounds=False).num_docs == 2
+
+
+def test_an_index_maps_its_bm25_arrays(tmp_path, monkeypatch):
+    """Opening an index maps the BM25 arrays from bm25.npz (np.savez stores them uncompressed) and answers as the
+    arrays read into memory do."""
+    import index.components as components
+    from index.builder import build_index
+    from index.directory import IndexDirectory
+    from tests.conftest import SAMPLE_CORPUS
+    from tests.reliability import bm25_only
+
+    build_index(SAMPLE_CORPUS, tmp_path / "idx", bm25_only(), show_progress=False)
+    monkeypatch.setattr(components, "MAP_MIN_BYTES", 0)
+    for verify in (True, False):
+        mapped = IndexDirectory.load(tmp_path / "idx", verify=verify).segments[0].parts["bm25"]
+        read = BM25Stats.load(tmp_path / "idx")
+        for name in BM25Stats.ARRAYS:
+            assert isinstance(getattr(mapped, name), np.memmap), name
+            assert np.array_equal(getattr(mapped, name), getattr(read, name))
