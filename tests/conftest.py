@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,7 @@ def pipeline_config(index_path: Path, model: Path | str, **first_stage) -> dict:
 
 
 @pytest.fixture(scope="session")
-def sample_index(tmp_path_factory, tiny_bi_encoder) -> Path:
+def sample_index(tmp_path_factory, tiny_bi_encoder) -> Iterator[Path]:
     """The sample corpus indexed with BM25 + the tiny bi-encoder."""
     from index.builder import build_index
     from retrieval.config import load_config
@@ -110,4 +111,7 @@ def sample_index(tmp_path_factory, tiny_bi_encoder) -> Path:
     out = tmp_path_factory.mktemp("indexes") / "sample"
     config = load_config(pipeline_config(out, tiny_bi_encoder))
     build_index(SAMPLE_CORPUS, out, config.build_config(), show_progress=False)
-    return out
+    built = (out / "manifest.json").read_bytes()
+    yield out
+    # Shared by the whole session: a test that writes into it changes what every later test reads.
+    assert (out / "manifest.json").read_bytes() == built, "a test wrote into the shared sample_index; copy it first"

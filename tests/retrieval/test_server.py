@@ -79,8 +79,11 @@ def test_concurrent_requests_share_batches_and_answer_as_alone(sample_index, tin
         assert stats["endpoints"]["POST /search"]["requests"] == {"2xx": 12}
 
 
-def test_concurrent_requests_share_query_encodings_and_answer_as_alone(sample_index, tiny_bi_encoder):
-    config = pipeline_config(sample_index, tiny_bi_encoder)  # hybrid, no reranker: encoding is the shared work
+def test_concurrent_requests_share_query_encodings_and_answer_as_alone(sample_index, tiny_bi_encoder, tmp_path):
+    import shutil
+
+    index = shutil.copytree(sample_index, tmp_path / "idx")  # this test writes: not into the shared fixture
+    config = pipeline_config(index, tiny_bi_encoder)  # hybrid, no reranker: encoding is the shared work
     library = SearchPipeline.from_config(config)
     queries = QUERIES * 4
     alone = {q: [(r.doc_id, r.rank, round(r.score, 5)) for r in library.query(q)] for q in QUERIES}
