@@ -271,8 +271,8 @@ class DenseComponent(Component):
     def load(cls, files: IndexFiles, manifest: Manifest) -> DenseParts:
         from index.dense import EMBEDDINGS_FILE, FAISS_FILE, load_faiss
 
-        with files.reading(FAISS_FILE) as reader:
-            index = load_faiss(reader.read)
+        with files.reading(FAISS_FILE) as reader:  # mapped through the very file whose sha256 was checked
+            index = load_faiss(reader.read, mapped=Path(f"/proc/self/fd/{reader.fileno()}"))
         with files.reading(EMBEDDINGS_FILE) as reader:
             embeddings = map_npy(reader)
         return DenseParts(index, embeddings)

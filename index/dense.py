@@ -249,9 +249,17 @@ def save_faiss(index: faiss.Index, directory: Path) -> str:
     return FAISS_FILE
 
 
-def load_faiss(source: Path | Callable[[int], bytes]) -> faiss.Index:
+def load_faiss(source: Path | Callable[[int], bytes], mapped: Path | None = None) -> faiss.Index:
     """From an index directory, or from `read(n)` (at most n bytes per call) of an already open, checked file:
-    faiss pulls the bytes in blocks, so no second copy of the index is held in memory."""
+    faiss pulls the bytes in blocks, so no second copy of the index is held in memory. `mapped`: a path naming
+    that same open file (Linux `/proc/self/fd/N`): the index is then memory-mapped read-only (every type this
+    library builds: its vectors and lists become resident as searches read them, so opening a million-vector
+    index costs seconds and memory grows with use), and read through `read` where faiss cannot map it."""
     if isinstance(source, Path):
         return faiss.read_index(str(source / FAISS_FILE))
+    if mapped is not None and mapped.exists():
+        try:
+            return faiss.read_index(str(mapped), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError as exc:
+            logger.debug("faiss cannot map %s (%s); reading it", mapped, exc)
     return faiss.read_index(faiss.PyCallbackIOReader(source))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 import index.dense as dense
@@ -27,3 +30,33 @@ def test_ivf_trains_on_a_fixed_sample_of_a_large_corpus(monkeypatch):
     assert index.ntotal == 2000
     scores, ids = index.search(vectors[:5], 1)  # every list probed: each vector finds itself
     assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_an_index_maps_its_faiss_index_and_answers_as_read(tmp_path, monkeypatch):
+    """Opening maps the FAISS file read-only (faiss IO_FLAG_MMAP) for every type built, through the path of the
+    very file descriptor that was checked: the same answers as the index read into memory."""
+    import faiss
+
+    from index.manifest import FileReader
+
+    calls = []
+    real_read = faiss.read_index
+    monkeypatch.setattr(faiss, "read_index", lambda *a: calls.append(a[1:]) or real_read(*a))
+    vectors = _unit(3000, dim=32, seed=1)
+    for faiss_type in ("flat", "hnsw", "ivf", "sq8"):
+        cfg = FaissConfig(type=faiss_type, nprobe=8)
+        directory = tmp_path / faiss_type
+        directory.mkdir()
+        dense.save_faiss(dense.build_faiss(vectors, cfg), directory)
+        read = dense.load_faiss(directory)
+        fd = os.open(directory / dense.FAISS_FILE, os.O_RDONLY)
+        try:
+            calls.clear()
+            mapped = dense.load_faiss(FileReader(fd).read, mapped=Path(f"/proc/self/fd/{fd}"))
+        finally:
+            os.close(fd)
+        assert calls == [(faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY,)], faiss_type  # mapped, not read
+        for index in (read, mapped):
+            dense.configure_search(index, cfg)
+        assert type(mapped) is type(read) and mapped.ntotal == 3000
+        assert np.array_equal(mapped.search(vectors[:20], 10)[1], read.search(vectors[:20], 10)[1]), faiss_type
