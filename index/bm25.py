@@ -227,18 +227,19 @@ class _LazyExcess:
     (what `Postings` slices; see EAGER_POSTINGS)."""
 
     def __init__(self, scorer: BM25Scorer, doc_norm: np.ndarray) -> None:
-        self.stats = scorer.stats
         self.scorer = scorer
         self.doc_norm = doc_norm
-        self.size = len(scorer.stats.indices)
+        cfg = scorer.config
+        self.params = (cfg.variant, cfg.k1, cfg.resolved_delta())
 
     def __getitem__(self, span: slice) -> np.ndarray:
         s, e = span.start, span.stop
-        stats, sc = self.stats, self.scorer
+        sc = self.scorer
+        stats = sc.stats
         t = int(np.searchsorted(stats.indptr, s, side="right")) - 1  # the term whose postings start at s
-        cfg = sc.config
-        weight = _weight(cfg.variant, sc.idf[t], stats.tf[s:e].astype(np.float64), self.doc_norm[stats.indices[s:e]],
-                         cfg.k1, cfg.resolved_delta())
+        variant, k1, delta = self.params
+        weight = _weight(variant, sc.idf[t], stats.tf[s:e].astype(np.float64), self.doc_norm[stats.indices[s:e]],
+                         k1, delta)
         return weight - sc.absent[t]
 
 

@@ -30,18 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.benchmark.measure import load_average, pct, progress
+from retrieval.benchmark.measure import current_rss_mib, load_average, pct, progress
 from retrieval.benchmark.report import Section, Settings, Table
-from retrieval.benchmark.updates import (
-    BUCKETS,
-    DIM,
-    SEED,
-    VOCABULARY,
-    _words,
-    _zipf,
-    bm25_settings,
-    synthetic_queries,
-)
+from retrieval.benchmark.updates import BUCKETS, DIM, SEED, bm25_settings, synthetic_queries, synthetic_texts
 
 BLOCK = 50_000  # passages generated (and vectors drawn) at a time
 LATENT_DIM = 64
@@ -52,19 +43,14 @@ RECALL_K = 10
 def write_synthetic_corpus(n: int, path: Path, quiet: bool = True) -> Path:
     """`n` synthetic passages as JSONL (`_id`, `text`, `bucket`), generated and written BLOCK at a time: the words
     and lengths of `retrieval.benchmark.updates.synthetic_corpus`, each block from its own seed."""
-    words = _words()
-    cdf = np.cumsum(_zipf(VOCABULARY))
     with open(path, "w", encoding="utf-8") as fh:
         for start in progress(range(0, n, BLOCK), "scale: writing passages", quiet):
             rng = np.random.default_rng([SEED, start])
             count = min(BLOCK, n - start)
-            lengths = np.clip(np.rint(rng.lognormal(np.log(120), 0.45, count)), 50, 250).astype(np.int64)
-            tokens = np.minimum(np.searchsorted(cdf, rng.random(int(lengths.sum())), side="right"), VOCABULARY - 1)
-            bounds = np.concatenate([[0], np.cumsum(lengths)])
+            texts = synthetic_texts(rng, count)
             buckets = rng.integers(0, BUCKETS, count)
-            fh.writelines(json.dumps({"_id": f"p{start + i:07d}",
-                                      "text": " ".join(words[tokens[bounds[i] : bounds[i + 1]]]),
-                                      "bucket": int(buckets[i])}) + "\n" for i in range(count))
+            fh.writelines(json.dumps({"_id": f"p{start + i:07d}", "text": text, "bucket": int(buckets[i])}) + "\n"
+                          for i, text in enumerate(texts))
     return path
 
 
@@ -86,25 +72,44 @@ def synthetic_vectors(n: int, dim: int = DIM, seed: int = SEED) -> np.ndarray:
 
 
 def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """The exact top-k rows by inner product per query (the recall reference), BLOCK rows at a time."""
-    best = np.full((len(queries), 0), -1, dtype=np.int64)
-    best_scores = np.empty((len(queries), 0), dtype=np.float32)
+    """The exact top-k rows by inner product per query (the recall reference): `index.dense.exact_top_k` over
+    BLOCK rows at a time, merged."""
+    from index.dense import exact_top_k
+
+    ids = np.empty((len(queries), 0), dtype=np.int64)
+    scores = np.empty((len(queries), 0), dtype=np.float32)
     for start in range(0, len(vectors), BLOCK):
-        scores = queries @ vectors[start : start + BLOCK].T
-        top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
-        best = np.concatenate([best, top + start], axis=1)
-        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
-        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
-        best, best_scores = np.take_along_axis(best, keep, axis=1), np.take_along_axis(best_scores, keep, axis=1)
-    return best
+        block = vectors[start : start + BLOCK]
+        block_ids, block_scores = exact_top_k(block, np.arange(len(block)), queries, k)
+        ids = np.concatenate([ids, np.where(block_ids >= 0, block_ids + start, -1)], axis=1)
+        scores = np.concatenate([scores, block_scores], axis=1)
+        keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        ids, scores = np.take_along_axis(ids, keep, axis=1), np.take_along_axis(scores, keep, axis=1)
+    return ids
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def recall(found: Any, exact: np.ndarray) -> float:
+    """Mean share of each query's exact top-RECALL_K among the rows found for it."""
+    return float(np.mean([len(set(np.asarray(a).tolist()) & set(b.tolist())) / RECALL_K
+                          for a, b in zip(found, exact)]))
+
+
+def faiss_settings(config: Any, settings: Settings, faiss_type: str) -> Any:
+    """The config's `dense.faiss` (defaults without a dense stage) as `faiss_type`, at the section's hnsw build
+    effort."""
+    from index.config import FaissConfig
+
+    base = config.first_stage.dense.faiss if config.first_stage.dense is not None else FaissConfig()
+    return base.model_copy(update={"type": faiss_type, "ef_construction": settings.scale_ef_construction})
+
+
+def built_faiss(vectors: np.ndarray, cfg: Any) -> Any:
+    """`index.dense.build_faiss`, then its search settings, as loading an index sets them (ef_search, nprobe)."""
+    from index.dense import build_faiss, configure_search
+
+    index = build_faiss(np.ascontiguousarray(vectors), cfg)
+    configure_search(index, cfg)
+    return index
 
 
 def _child(argv: list[str]) -> None:
@@ -114,24 +119,24 @@ def _child(argv: list[str]) -> None:
     from index.config import BuildConfig
 
     what, *args = argv
+    build = BuildConfig.model_validate({"bm25": json.loads(args[2 if what == "build" else 1]),
+                                        "dense": {"enabled": False}})
     if what == "build":
-        corpus, index, bm25 = args
-        build = BuildConfig.model_validate({"bm25": json.loads(bm25), "dense": {"enabled": False}})
-        rss_start = _rss_mib()
+        corpus, index, _ = args
+        rss_start = current_rss_mib()
         report = build_index(corpus, index, build, show_progress=False)
         print(json.dumps({"seconds": report.seconds, "phases": report.phases, "bytes": report.bytes_on_disk,
                           "passages": report.passages, "rss_start_mib": rss_start}))
         return
     from retrieval.benchmark.updates import open_pipeline
 
-    index, bm25, queries_file, k = args
+    index, _, queries_file, k = args
     queries = json.loads(Path(queries_file).read_text(encoding="utf-8"))
-    rss_before = _rss_mib()
+    rss_before = current_rss_mib()
     start = time.perf_counter()
-    build = BuildConfig.model_validate({"bm25": json.loads(bm25), "dense": {"enabled": False}})
     pipe = open_pipeline(Path(index), build, int(k), {})
     open_s = time.perf_counter() - start
-    rss_open = _rss_mib()
+    rss_open = current_rss_mib()
     for q in queries[:20]:
         pipe.retrieve([q], stage="bm25", top_k=int(k))
     times = []
@@ -140,7 +145,7 @@ def _child(argv: list[str]) -> None:
         pipe.retrieve([q], stage="bm25", top_k=int(k))
         times.append(time.perf_counter() - t)
     print(json.dumps({"open_s": open_s, "rss_before_mib": rss_before, "rss_open_mib": rss_open,
-                      "rss_after_queries_mib": _rss_mib(), "p50_ms": pct(times, 50) * 1e3,
+                      "rss_after_queries_mib": current_rss_mib(), "p50_ms": pct(times, 50) * 1e3,
                       "p95_ms": pct(times, 95) * 1e3, "queries": len(times), "passages": pipe.index.num_rows}))
 
 
@@ -178,21 +183,18 @@ def measure_bm25(config: Any, settings: Settings, work: Path) -> dict[str, Any]:
 def measure_faiss(config: Any, settings: Settings) -> dict[str, Any]:
     import faiss
 
-    from index.config import FaissConfig
-    from index.dense import build_faiss, configure_search, search_faiss
+    from index.dense import search_faiss
 
     n, k = settings.scale_passages, RECALL_K
     vectors = synthetic_vectors(n)
     queries = synthetic_vectors(settings.scale_queries, seed=SEED + 1)
-    base = config.first_stage.dense.faiss if config.first_stage.dense is not None else FaissConfig()
     out: dict[str, Any] = {}
     exact = exact_top(vectors, queries, k)
     for faiss_type in progress(settings.scale_faiss, "scale: FAISS types", settings.quiet):
-        cfg = base.model_copy(update={"type": faiss_type, "ef_construction": settings.scale_ef_construction})
+        cfg = faiss_settings(config, settings, faiss_type)
         start = time.perf_counter()
-        index = build_faiss(vectors, cfg)
+        index = built_faiss(vectors, cfg)
         build_s = time.perf_counter() - start
-        configure_search(index, cfg)  # what loading the index does: ef_search, nprobe
         size = int(faiss.serialize_index(index).nbytes)
         for q in queries[:10]:
             search_faiss(index, q[None], k, cfg)
@@ -202,29 +204,19 @@ def measure_faiss(config: Any, settings: Settings) -> dict[str, Any]:
             ids, _ = search_faiss(index, q[None], k, cfg)
             times.append(time.perf_counter() - t)
             found.append(ids[0])
-        recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, exact)]))
         out[faiss_type] = {"build_s": build_s, "index_mib": size / 2**20, "p50_ms": pct(times, 50) * 1e3,
-                           "p95_ms": pct(times, 95) * 1e3, "recall_at_10": recall,
+                           "p95_ms": pct(times, 95) * 1e3, "recall_at_10": recall(found, exact),
                            "settings": {key: getattr(cfg, key) for key in ("hnsw_m", "ef_construction", "ef_search",
                                                                            "nlist", "nprobe")}}
         del index
     return out
 
 
-def recall_at(vectors: np.ndarray, queries: np.ndarray, cfg: Any, exact: np.ndarray) -> float:
-    from index.dense import build_faiss, configure_search, search_faiss
-
-    index = build_faiss(np.ascontiguousarray(vectors), cfg)
-    configure_search(index, cfg)
-    ids, _ = search_faiss(index, queries, RECALL_K, cfg)
-    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / RECALL_K for a, b in zip(ids, exact)]))
-
-
 def calibrate(config: Any, settings: Settings) -> dict[str, Any] | None:
     """Recall@10 of each approximate type on the real embeddings of the index given to the benchmark (its
     passages less `scale_queries` held out as queries) beside synthetic vectors of the same count: how much
     harder than real embeddings the synthetic ones are for each index type. None without a dense index."""
-    from index.config import FaissConfig
+    from index.dense import search_faiss
 
     path = Path(config.index.path) / "embeddings.npy"
     if not path.is_file():
@@ -235,12 +227,12 @@ def calibrate(config: Any, settings: Settings) -> dict[str, Any] | None:
     base = np.delete(np.asarray(real), held, axis=0)
     sets = {"real": (base, np.asarray(real[held])),
             "synthetic": (synthetic_vectors(len(base)), synthetic_vectors(len(held), seed=SEED + 1))}
-    dense = config.first_stage.dense.faiss if config.first_stage.dense is not None else FaissConfig()
     out: dict[str, Any] = {"passages": len(base), "queries": len(held), "types": {}}
     for faiss_type in [t for t in settings.scale_faiss if t != "flat"]:
-        cfg = dense.model_copy(update={"type": faiss_type, "ef_construction": settings.scale_ef_construction})
-        out["types"][faiss_type] = {name: recall_at(v, q, cfg, exact_top(v, q, RECALL_K))
-                                    for name, (v, q) in sets.items()}
+        cfg = faiss_settings(config, settings, faiss_type)
+        out["types"][faiss_type] = {
+            name: recall(search_faiss(built_faiss(v, cfg), q, RECALL_K, cfg)[0], exact_top(v, q, RECALL_K))
+            for name, (v, q) in sets.items()}
     return out
 
 

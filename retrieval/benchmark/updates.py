@@ -74,14 +74,20 @@ def synthetic_corpus(n: int) -> tuple[dict[str, Any], ...]:
     0..BUCKETS-1, each value on as many documents, shuffled (so `bucket < b` selects b / BUCKETS of them, spread
     over the corpus; at least one document for b >= 1)."""
     rng = np.random.default_rng(SEED)
+    texts = synthetic_texts(rng, n)
+    buckets = rng.permutation(n) * BUCKETS // n
+    return tuple({"_id": f"syn{i:06d}", "text": text, "bucket": int(buckets[i])} for i, text in enumerate(texts))
+
+
+def synthetic_texts(rng: np.random.Generator, n: int) -> list[str]:
+    """`n` texts drawn from `rng`: lengths log-normal around 120 words clipped to [50, 250], words from the Zipf
+    distribution over VOCABULARY ranks."""
     lengths = np.clip(np.rint(rng.lognormal(np.log(120), 0.45, n)), 50, 250).astype(np.int64)
     cdf = np.cumsum(_zipf(VOCABULARY))
     tokens = np.minimum(np.searchsorted(cdf, rng.random(int(lengths.sum())), side="right"), VOCABULARY - 1)
     bounds = np.concatenate([[0], np.cumsum(lengths)])
-    buckets = rng.permutation(n) * BUCKETS // n
     words = _words()
-    return tuple({"_id": f"syn{i:06d}", "text": " ".join(words[tokens[bounds[i]:bounds[i + 1]]]),
-                  "bucket": int(buckets[i])} for i in range(n))
+    return [" ".join(words[tokens[bounds[i] : bounds[i + 1]]]) for i in range(n)]
 
 
 def synthetic_queries(n: int) -> list[str]:
