@@ -20,6 +20,7 @@ import math
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,13 +137,25 @@ class BM25Stats:
         return out
 
 
-def _idf(variant: str, n: np.ndarray, num_docs: int, epsilon: float) -> np.ndarray:
+def okapi_idf(n: np.ndarray, num_docs: int) -> np.ndarray:
+    """Okapi's IDF before rank-bm25's floor on negative values."""
     n = n.astype(np.float64)
+    return np.log(num_docs - n + 0.5) - np.log(n + 0.5)
+
+
+def okapi_mean_idf(n: np.ndarray, num_docs: int) -> float:
+    """The mean okapi IDF over a vocabulary in first-seen order, which rank-bm25's floor scales: summed in order
+    (cumsum is sequential like its loop), so a shard given the whole corpus's value floors with the same bits."""
+    idf = okapi_idf(n, num_docs)
+    return float(np.cumsum(idf)[-1]) / len(idf) if len(idf) else 0.0
+
+
+def _idf(variant: str, n: np.ndarray, num_docs: int, epsilon: float, okapi_mean: float | None = None) -> np.ndarray:
     if variant == "okapi":
-        idf = np.log(num_docs - n + 0.5) - np.log(n + 0.5)
-        # rank-bm25 sums in first-seen order before flooring; cumsum is sequential like its loop.
-        average = float(np.cumsum(idf)[-1]) / len(idf) if len(idf) else 0.0
+        idf = okapi_idf(n, num_docs)
+        average = okapi_mean_idf(n, num_docs) if okapi_mean is None else okapi_mean
         return np.where(idf < 0, epsilon * average, idf)
+    n = n.astype(np.float64)
     if variant == "bm25l":
         return math.log(num_docs + 1) - np.log(n + 0.5)
     if variant == "bm25plus":
@@ -243,17 +256,38 @@ class _LazyExcess:
         return weight - sc.absent[t]
 
 
-class BM25Scorer:
-    """Scores queries against `BM25Stats` with one variant's formula; safe to share between threads."""
+@dataclass(frozen=True)
+class Collection:
+    """The whole corpus's statistics for scoring one shard of it (`index.sharded`): passages, their total length,
+    each of the shard's terms' document frequency in the whole corpus (aligned to the shard's vocabulary), and the
+    mean okapi IDF over the whole vocabulary. With them a shard's scores equal the unsharded index's, bit for bit."""
 
-    def __init__(self, stats: BM25Stats, config: BM25Config | None = None) -> None:
+    num_docs: int
+    total_length: int
+    doc_freq: np.ndarray
+    okapi_mean: float
+
+
+class BM25Scorer:
+    """Scores queries against `BM25Stats` with one variant's formula; safe to share between threads.
+    `collection`: score as one shard of a larger corpus (its N, average length and document frequencies)."""
+
+    def __init__(self, stats: BM25Stats, config: BM25Config | None = None,
+                 collection: Collection | None = None) -> None:
         self.stats = stats
         self.config = config or BM25Config()
         cfg = self.config
         k1, b, delta = cfg.k1, cfg.b, cfg.resolved_delta()
         n_docs = stats.num_docs
-        avgdl = float(stats.doc_len.sum()) / n_docs if n_docs else 0.0
-        self.idf = _idf(cfg.variant, stats.doc_freq, n_docs, cfg.epsilon)
+        if collection is None:
+            avgdl = float(stats.doc_len.sum()) / n_docs if n_docs else 0.0
+            self.idf = _idf(cfg.variant, stats.doc_freq, n_docs, cfg.epsilon)
+        else:
+            if len(collection.doc_freq) != len(stats.vocab):
+                raise ValueError("the corpus statistics do not match the shard's vocabulary")
+            total = collection.num_docs
+            avgdl = float(collection.total_length) / total if total else 0.0
+            self.idf = _idf(cfg.variant, collection.doc_freq, total, cfg.epsilon, collection.okapi_mean)
         # bm25plus gives every document a constant for each query term it lacks; store only the excess
         # over that constant so only postings are touched at query time, and add the constants back per query.
         self.absent = self.idf * delta if cfg.variant == "bm25plus" else np.zeros(len(stats.vocab))
@@ -278,25 +312,7 @@ class BM25Scorer:
         return self.postings.positive
 
     def _query_terms(self, tokens: Sequence[str]) -> tuple[list[int], list[int] | None]:
-        """Distinct indexed terms of a query in first-seen order, and how often each occurs (None: once each,
-        the common case, which then costs nothing over a plain lookup).
-
-        rank-bm25 adds a repeated term once per occurrence; weighting its postings by the count gives the same
-        sum (within rounding) for the cost of one read. Only the first MAX_QUERY_TERMS distinct terms count.
-        """
-        get = self.stats.term_ids.get
-        found = [i for i in map(get, tokens) if i is not None]
-        counts: list[int] | None = None
-        if len(set(found)) == len(found):  # the common case, without a Counter's cost
-            ids = found
-        else:
-            by_term = Counter(found)
-            ids, counts = list(by_term), list(by_term.values())
-        if len(ids) > MAX_QUERY_TERMS:
-            logger.warning("BM25 query has %d distinct terms; scoring the first %d (index.bm25.MAX_QUERY_TERMS=%d)",
-                           len(ids), MAX_QUERY_TERMS, MAX_QUERY_TERMS)
-            ids, counts = ids[:MAX_QUERY_TERMS], counts and counts[:MAX_QUERY_TERMS]
-        return ids, counts
+        return query_terms(self.stats.term_ids, tokens)
 
     def scored_tokens(self, tokens: Sequence[str]) -> list[str]:
         """The tokens this scorer counts, in order, repeats kept: indexed terms among the first MAX_QUERY_TERMS
@@ -326,6 +342,17 @@ class BM25Scorer:
         ids, counts = self._query_terms(tokens)
         return self.postings.search(ids, counts, k, self._constant(ids, counts), allowed)
 
+    def search_terms(self, terms: Sequence[str], counts: Sequence[int] | None, k: int, constant: float,
+                     allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`search` for a query already resolved against the whole corpus (`CorpusTerms`): its distinct terms in
+        order, their counts and its constant; the terms this shard lacks add nothing, as in an unsharded index."""
+        get = self.stats.term_ids.get
+        found = [(i, 1 if counts is None else c) for i, c in zip(map(get, terms), counts or [1] * len(terms))
+                 if i is not None]
+        ids = [i for i, _ in found]
+        kept = None if counts is None else [c for _, c in found]
+        return self.postings.search(ids, kept, k, constant, allowed)
+
     def search_batch(self, queries: Sequence[Sequence[str]], k: int,
                      allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Many queries; the same results as `search` for each, bit for bit.
@@ -335,3 +362,53 @@ class BM25Scorer:
         """
         return [self.search(tokens, k, allowed) for tokens in queries]
 
+
+
+def query_terms(term_ids: dict[str, int], tokens: Sequence[str]) -> tuple[list[int], list[int] | None]:
+    """Distinct indexed terms of a query in first-seen order, and how often each occurs (None: once each, the
+    common case, which then costs nothing over a plain lookup).
+
+    rank-bm25 adds a repeated term once per occurrence; weighting its postings by the count gives the same sum
+    (within rounding) for the cost of one read. Only the first MAX_QUERY_TERMS distinct terms count.
+    """
+    get = term_ids.get
+    found = [i for i in map(get, tokens) if i is not None]
+    counts: list[int] | None = None
+    if len(set(found)) == len(found):  # the common case, without a Counter's cost
+        ids = found
+    else:
+        by_term = Counter(found)
+        ids, counts = list(by_term), list(by_term.values())
+    if len(ids) > MAX_QUERY_TERMS:
+        logger.warning("BM25 query has %d distinct terms; scoring the first %d (index.bm25.MAX_QUERY_TERMS=%d)",
+                       len(ids), MAX_QUERY_TERMS, MAX_QUERY_TERMS)
+        ids, counts = ids[:MAX_QUERY_TERMS], counts and counts[:MAX_QUERY_TERMS]
+    return ids, counts
+
+
+class CorpusTerms:
+    """A sharded corpus's vocabulary, for resolving queries before they go to the shards: which of a query's
+    terms the whole corpus indexes (and so count towards MAX_QUERY_TERMS), and bm25plus's constant for every term,
+    also those a shard lacks.
+
+    Example:
+        >>> terms = CorpusTerms(["cat", "dog"], np.array([2, 1]), 3, BM25Config())
+        >>> terms.resolve(["dog", "cow", "dog"])
+        (['dog'], [2], 0.0)
+    """
+
+    def __init__(self, vocab: list[str], doc_freq: np.ndarray, num_docs: int, config: BM25Config,
+                 okapi_mean: float | None = None) -> None:
+        self.vocab = vocab
+        self.term_ids = {t: i for i, t in enumerate(vocab)}
+        idf = _idf(config.variant, doc_freq, num_docs, config.epsilon, okapi_mean)
+        self.absent = idf * config.resolved_delta() if config.variant == "bm25plus" else None
+
+    def resolve(self, tokens: Sequence[str]) -> tuple[list[str], list[int] | None, float]:
+        """The query's distinct indexed terms (in order), their counts (None: once each) and its constant."""
+        ids, counts = query_terms(self.term_ids, tokens)
+        constant = 0.0
+        if self.absent is not None and ids:
+            absent = self.absent[ids]
+            constant = float((absent if counts is None else absent * counts).sum())
+        return [self.vocab[i] for i in ids], counts, constant

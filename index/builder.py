@@ -38,6 +38,7 @@ from index.lock import WriterLock
 from index.manifest import MANIFEST_FILE, IndexDirError, write_manifest
 from index.progress import bar
 from index.segments import LEFTOVER
+from index.sharded import SHARDED_FILE, SHARDED_LEFTOVER
 from index.store import STORE_FILE, StoreWriter
 from index.version import library_version
 
@@ -69,6 +70,7 @@ class BuildReport:
     bytes_on_disk: int
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase: reading, then each component
     skipped_files: dict[str, int] = field(default_factory=dict)  # folder corpora: files not read, by extension
+    details: dict[str, Any] = field(default_factory=dict)  # a Ray build's workers, tasks, tasks per second
 
 
 def _temp_name(target: Path, kind: str) -> Path:
@@ -184,7 +186,7 @@ def _check_target(target: Path, corpus: Path) -> None:
     if target.exists():
         if not target.is_dir():
             raise IndexDirError(f"{target} exists and is a file; choose another --output")
-        if any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+        if any(target.iterdir()) and not _is_index(target):
             raise IndexDirError(
                 f"{target} exists, is not empty and is not an index; refusing to replace it (choose another --output)"
             )
@@ -195,9 +197,22 @@ def _check_target(target: Path, corpus: Path) -> None:
     _refuse_foreign_entries(target)
 
 
+def _is_index(target: Path) -> bool:
+    """An index (`manifest.json`) or a sharded one (`sharded.json`, `index.sharded`)."""
+    return (target / MANIFEST_FILE).is_file() or (target / SHARDED_FILE).is_file()
+
+
 def _previous_build_files(target: Path) -> set[str]:
     """What the build that wrote `target` put there: the files its manifest lists, and the manifest. A manifest
     too damaged to say counts as listing every name a build writes, so that a rebuild can still repair it."""
+    if (target / SHARDED_FILE).is_file() and not (target / MANIFEST_FILE).is_file():
+        try:
+            top = json.loads((target / SHARDED_FILE).read_bytes())
+            listed = [*top.get("files", {}), *top.get("shards", [])]
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+            listed = [n for n in os.listdir(target) if SHARDED_LEFTOVER.fullmatch(n)]
+        own = {n for n in os.listdir(target) if SHARDED_LEFTOVER.fullmatch(n)}
+        return {SHARDED_FILE, *(n for n in listed if isinstance(n, str)), *own}
     try:
         listed = json.loads((target / MANIFEST_FILE).read_bytes()).get("files")
     except (OSError, ValueError, AttributeError, RecursionError):
@@ -211,7 +226,7 @@ def _previous_build_files(target: Path) -> set[str]:
 
 def _refuse_foreign_entries(target: Path) -> None:
     """The swap replaces the whole directory: anything in it that the previous build did not write would be lost."""
-    if not (target / MANIFEST_FILE).is_file():
+    if not _is_index(target):
         return  # absent or empty (a non-empty directory that is not an index is refused by _check_target)
     foreign = sorted(set(os.listdir(target)) - _previous_build_files(target))
     if foreign:
@@ -277,7 +292,8 @@ def _interrupted(target: Path, tmp: Path, new_build: os.stat_result | None) -> s
 
 def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | None = None,
                 encoder: Any | None = None, show_progress: bool = True,
-                models: dict[str, Any] | None = None, pipeline: dict[str, Any] | None = None) -> BuildReport:
+                models: dict[str, Any] | None = None, pipeline: dict[str, Any] | None = None,
+                into: Callable[..., BuildReport] | None = None) -> BuildReport:
     """Read `corpus`, build every enabled component, and put the index at `output` atomically.
 
     Parameters:
@@ -289,6 +305,8 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
         show_progress: progress bars for reading and encoding (shown on a terminal only).
         pipeline: the whole pipeline config to store in the index (`PipelineConfig.stored()`), which searching
             the index without a config then uses.
+        into: what writes the new index into the build's temp directory (`index.distributed` passes a Ray build);
+            called as `into(corpus, tmp, config, models, show_progress, pipeline)`.
     """
     config = config or BuildConfig()
     given = Path(output).expanduser().absolute()
@@ -306,7 +324,7 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
             raise _disk_full_error(target, code) from exc
         raise
     try:
-        report = _build_locked(Path(corpus), target, config, models, show_progress, pipeline)
+        report = _build_locked(Path(corpus), target, config, models, show_progress, pipeline, into or _build_into)
     finally:
         lock.release()
     report.path = given
@@ -315,7 +333,7 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
 
 
 def _build_locked(corpus: Path, target: Path, config: BuildConfig, models: dict[str, Any], show_progress: bool,
-                  pipeline: dict[str, Any] | None) -> BuildReport:
+                  pipeline: dict[str, Any] | None, into: Callable[..., BuildReport]) -> BuildReport:
     clean_leftovers(target)
     start = time.perf_counter()
     tmp = _temp_name(target, "tmp")
@@ -323,7 +341,7 @@ def _build_locked(corpus: Path, target: Path, config: BuildConfig, models: dict[
     try:
         tmp.mkdir()
         new_build = tmp.stat()
-        report = _build_into(corpus, tmp, config, models, show_progress, pipeline)
+        report = into(corpus, tmp, config, models, show_progress, pipeline)
         _refuse_foreign_entries(target)  # again: something saved into the index while the build ran
         previous = _swap_into_place(tmp, target)
         _test_pause("swapped")
@@ -410,6 +428,12 @@ def _build_into(corpus: Path, tmp: Path, config: BuildConfig, models: dict[str, 
     stats = ReadStats()
     built = build_segment(read_corpus(corpus, config.corpus, stats), tmp, config, models, show_progress,
                           _test_pause)
+    return write_built(corpus, tmp, config, pipeline, stats, built)
+
+
+def write_built(corpus: Path, tmp: Path, config: BuildConfig, pipeline: dict[str, Any] | None, stats: ReadStats,
+                built: SegmentBuild) -> BuildReport:
+    """Write the manifest of a built segment 0 (`build_segment`'s files in `tmp`)."""
     manifest: dict = {
         "library_version": LIBRARY_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

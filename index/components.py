@@ -49,6 +49,18 @@ class Component:
         `models`, `counts` and top-level keys)."""
         raise NotImplementedError
 
+    # A distributed build (`index.distributed`) splits `add` in two: a worker turns a block of passages into the
+    # component's part of it (`encode_block`), and the builder adds the parts in row order (`add_block`), each
+    # restricted to the rows its index keeps (one shard's); `finish` then writes the same files `add` would have.
+
+    def encode_block(self, texts: list[str]) -> Any:
+        """This component's part for a block of consecutive passages (run on a worker, the model loaded once)."""
+        raise NotImplementedError(f"the {self.name} retriever cannot be built on Ray yet; build it without --ray")
+
+    def add_block(self, part: Any, rows: np.ndarray | None) -> None:
+        """A block's part (`encode_block`), restricted to `rows` of it (ascending; None: all), in row order."""
+        raise NotImplementedError(f"the {self.name} retriever cannot be built on Ray yet; build it without --ray")
+
     @classmethod
     def load(cls, files: IndexFiles, manifest: Manifest) -> Any:
         """The component's data, read through the checked handle `files`."""
@@ -106,12 +118,23 @@ class BM25Component(Component):
         super().__init__(name, config, model)
         self.analyzer = Analyzer(config.analyzer)
         self.counter = StatsCounter()  # counted as passages arrive: the build never holds their tokens
+        self.blocks: list[tuple[BM25Stats, np.ndarray | None]] = []
 
     def add(self, text: str) -> None:
         self.counter.add(self.analyzer.tokenize(text))
 
+    def encode_block(self, texts: list[str]) -> BM25Stats:
+        return BM25Stats.build(self.analyzer.tokenize(t) for t in texts)
+
+    def add_block(self, part: BM25Stats, rows: np.ndarray | None) -> None:
+        self.blocks.append((part, rows))
+
     def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
-        stats = self.counter.stats()
+        if self.blocks:  # exactly what counting the blocks' kept passages in order gives (BM25Stats.concat)
+            stats = BM25Stats.concat([p for p, _ in self.blocks], [r for _, r in self.blocks])
+            self.blocks = []
+        else:
+            stats = self.counter.stats()
         self.counter = StatsCounter()
         stats.save(directory)
         return {"counts": {"vocabulary": len(stats.vocab)}}
@@ -254,14 +277,32 @@ class DenseComponent(Component):
         self.texts: list[str] = []
         self.cap = char_cap(512)  # the encoder cuts to its own limit too; this keeps a 20 MB text out of memory
 
+        self.blocks: list[np.ndarray] = []
+
     def add(self, text: str) -> None:
         self.texts.append(text[: self.cap])
 
-    def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
-        from index.dense import EMBEDDINGS_FILE, Encoder, build_faiss, save_faiss
+    def _encoder(self) -> Any:
+        from index.dense import Encoder
 
-        encoder = self.model or Encoder(self.config.model, self.config)
-        emb = encoder.encode_documents(self.texts, show_progress=show_progress)
+        if self.model is None:
+            self.model = Encoder(self.config.model, self.config)
+        return self.model
+
+    def encode_block(self, texts: list[str]) -> np.ndarray:
+        return self._encoder().encode_documents([t[: self.cap] for t in texts], show_progress=False)
+
+    def add_block(self, part: np.ndarray, rows: np.ndarray | None) -> None:
+        self.blocks.append(part if rows is None else part[rows])
+
+    def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
+        from index.dense import EMBEDDINGS_FILE, build_faiss, save_faiss
+
+        if self.blocks:
+            emb = np.ascontiguousarray(np.concatenate(self.blocks), dtype=np.float32)
+            self.blocks = []
+        else:
+            emb = self._encoder().encode_documents(self.texts, show_progress=show_progress)
         self.texts = []
         np.save(directory / EMBEDDINGS_FILE, emb, allow_pickle=False)
         save_faiss(build_faiss(emb, self.config.faiss), directory)
