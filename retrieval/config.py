@@ -115,6 +115,9 @@ class IndexSection(StrictModel):
     verify: bool = True
     # Before each query, one stat of the manifest: a commit by a writer is then seen by the next query.
     auto_refresh: bool = True
+    # A sharded index (`twostage build --ray ... --shards N`) searched by one Ray actor per shard: "local", "auto"
+    # or a cluster address; unset, its shards are searched in this process.
+    ray: str | None = None
     chunking: ChunkingConfig | None = None
     corpus: CorpusConfig = CorpusConfig()
 

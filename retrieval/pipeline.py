@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from index.chunking import passage_spans
+from index.config import BuildConfig
 from index.directory import IndexDirectory
 from index.documents import model_text
 from index.manifest import IndexDirError, manifest_identity
+from index.sharded import is_sharded
 from retrieval.config import ConfigError, PipelineConfig, build_differences, load_config
 from retrieval.fusion import rrf, weighted
 from retrieval.retrievers import Retriever, check_retrievers, open_retrievers
@@ -134,7 +136,7 @@ class SearchPipeline:
         if index is None:
             if config.index.path is None:
                 raise ConfigError("index.path is not set; set it in the config or pass index=")
-            index = IndexDirectory.load(config.index.path, verify=config.index.verify)
+            index = open_index(config.index.path, config)
         retrievers = config.first_stage.retrievers()
         self._check_index(index)
         models = {**(models or {}), **({"dense": encoder} if encoder is not None else {})}
@@ -218,7 +220,7 @@ class SearchPipeline:
 
     @classmethod
     def from_index(cls, path: str | Path, config: str | Path | dict[str, Any] | PipelineConfig | None = None,
-                   **kwargs: Any) -> SearchPipeline:
+                   ray: str | None = None, **kwargs: Any) -> SearchPipeline:
         """The pipeline an index was built for: the config stored in it (query-time settings and reranker
         included), or `config` instead, whose build-time settings must then agree with the index (any that
         disagrees is refused, naming it), so only query-time settings and the reranker can differ.
@@ -226,6 +228,8 @@ class SearchPipeline:
         Parameters:
             path: the index directory.
             config: a YAML path, dict or `PipelineConfig` to search with instead of the stored one.
+            ray: search a sharded index on this Ray cluster ("local", "auto" or an address; default the config's
+                `index.ray`; unset: its shards are searched in this process; `retrieval.sharded`).
             kwargs: passed to `SearchPipeline` (`encoder=`, `reranker=`, `models=`).
 
         Example:
@@ -234,6 +238,18 @@ class SearchPipeline:
         """
         path = Path(path).expanduser().resolve()
         given = load_config(config) if config is not None else None
+        if is_sharded(path):
+            from index.sharded import read_layout
+
+            top = read_layout(path).manifest
+            chosen = given if given is not None else _stored(top.pipeline, BuildConfig.model_validate(top.config), path)
+            chosen.index.path = path
+            if ray is not None:
+                chosen.index.ray = ray
+            return cls(chosen, **kwargs)
+        if ray is not None:
+            raise IndexDirError(f"{path} is not a sharded index; --ray searches one built with `twostage build --ray "
+                                "... --shards N` (search this one without --ray)")
         index = IndexDirectory.load(path, verify=given.index.verify if given is not None else True)
         chosen = given if given is not None else stored_config(index)
         chosen.index.path = path
@@ -552,6 +568,27 @@ class SearchPipeline:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000
+
+
+def open_index(path: str | Path, config: PipelineConfig) -> Any:
+    """The index at `path` for `config`: an `IndexDirectory`, or a `retrieval.sharded.ShardedIndex` (searched on
+    the Ray cluster `config.index.ray`, or in this process)."""
+    if is_sharded(path):
+        from retrieval.sharded import ShardedIndex
+
+        return ShardedIndex.open(path, config.first_stage.retrievers(), config.index.ray, config.index.verify)
+    if config.index.ray is not None:
+        raise IndexDirError(f"{path} is not a sharded index; index.ray (--ray) searches one built with `twostage "
+                            "build --ray ... --shards N`")
+    return IndexDirectory.load(path, verify=config.index.verify)
+
+
+def _stored(stored: dict[str, Any] | None, built: BuildConfig, path: Path) -> PipelineConfig:
+    try:
+        return load_config(stored) if stored is not None else PipelineConfig.for_index(built)
+    except ConfigError as exc:
+        raise IndexDirError(f"{path}: the pipeline config stored in it is not valid "
+                            f"({' '.join(str(exc).split())[:300]}); pass a config, or rebuild the index") from None
 
 
 def stored_config(index: IndexDirectory) -> PipelineConfig:

@@ -91,6 +91,8 @@ def open_retrievers(index: IndexDirectory, configs: Mapping[str, RetrieverConfig
     loaded; `models` passes already loaded models by retriever name."""
     check_retrievers(index, configs)
     models = models or {}
+    if getattr(index, "sharded", False):  # retrieval.sharded.ShardedIndex: retrievers that fan out to its shards
+        return index.open_retrievers(configs, models)
     return [retriever_class(name).open(name, config, index, models.get(name)) for name, config in configs.items()]
 
 
