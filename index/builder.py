@@ -328,7 +328,7 @@ def build_index(corpus: str | Path, output: str | Path, config: BuildConfig | No
     finally:
         lock.release()
     report.path = given
-    report.bytes_on_disk = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
+    report.bytes_on_disk = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())  # shards: folders
     return report
 
 

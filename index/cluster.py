@@ -39,6 +39,9 @@ def connect(address: str, num_cpus: int | None = None) -> ModuleType:
     # Our workers log through their own loggers; the driver's console is the user's, not the cluster's.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    # Ray's note that a new local cluster made itself an auth token: a line per start, the user's to read only
+    # at debug level (the token still protects the cluster).
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if address == "local":
             ray.init(num_cpus=num_cpus, **kwargs)

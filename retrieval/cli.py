@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import numpy as np
 from pydantic import ValidationError
 
+from index.cluster import ClusterError
 from index.documents import CorpusError
 from index.extras import MissingExtraError
 from index.lock import IndexLockedError
@@ -44,7 +45,7 @@ COMMANDS = {"build": "build", "update": "update", "search": "search", "eval": "e
             "load-test": "load_test"}
 # OSError covers missing files, permissions, a path under a regular file, a full disk: all the user's to fix.
 EXPECTED_ERRORS = (ConfigError, CorpusError, IndexDirError, IndexLockedError, ModelNotAvailableError, MissingExtraError,
-                   ValidationError, ValueError, TypeError, OSError)
+                   ClusterError, ValidationError, ValueError, TypeError, OSError)
 
 
 def metadata_filter(text: str) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from index.chunking import passage_spans
+from index.cluster import connect
 from index.config import BuildConfig
 from index.directory import IndexDirectory
 from index.documents import model_text
@@ -143,9 +144,14 @@ class SearchPipeline:
         self._view = _View(index, open_retrievers(index, retrievers, models))
         self.reranker = reranker
         if self.reranker is None and config.rerank is not None:
-            from rerank.cross_encoder import CrossEncoderReranker
+            if getattr(index, "ray_address", None) is not None:  # a sharded index on Ray: the reranker is actors too
+                from retrieval.sharded import RayReranker
 
-            self.reranker = CrossEncoderReranker(config=config.rerank)
+                self.reranker = RayReranker(connect(index.ray_address), config.rerank)
+            else:
+                from rerank.cross_encoder import CrossEncoderReranker
+
+                self.reranker = CrossEncoderReranker(config=config.rerank)
         self._chunked = index.build_config.chunking is not None
         self._lock = threading.Lock()
         self._refresh_failed: tuple | None = None  # the manifest an auto refresh last failed on (warned once)

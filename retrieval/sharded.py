@@ -155,58 +155,61 @@ class LocalShards:
         pass
 
 
-class RayShards:
-    """One Ray actor per shard, called in parallel; a dead actor is restarted by Ray and the call retried once."""
+class ActorCalls:
+    """Calls to Ray actors in parallel, each awaited at most `SHARD_TIMEOUT_S`; an actor that died is restarted by
+    Ray (`max_restarts`) and the call sent to it once more; a second failure is an error naming the actor."""
 
-    def __init__(self, ray: Any, path: Path, n: int, configs: dict[str, dict[str, Any]], verify: bool) -> None:
-        self.ray = ray
-        self.path = path
-        delay = float(os.environ.get("TWOSTAGE_TEST_SHARD_DELAY", "0") or 0)
-        actor = ray.remote(ShardSearcher).options(num_cpus=0, max_restarts=-1, max_task_retries=0)
-        self.actors = [actor.remote(str(path), i, configs, verify, delay) for i in range(n)]
-        self.call("info", [()] * n)  # every shard loaded (or its error raised) before the first query
+    def __init__(self, ray: Any, actors: list[Any], label: str) -> None:
+        self.ray, self.actors, self.label = ray, actors, label  # label: "shard {i} of ..." names actor i
 
     def __len__(self) -> int:
         return len(self.actors)
 
-    def call(self, method: str, args: Sequence[tuple], shards: Sequence[int] | None = None) -> list[Any]:
-        which = list(range(len(self.actors)) if shards is None else shards)
+    def call(self, method: str, args: Sequence[tuple], which: Sequence[int] | None = None) -> list[Any]:
+        which = list(range(len(self.actors)) if which is None else which)
         refs = [getattr(self.actors[i], method).remote(*a) for i, a in zip(which, args)]
-        out = []
-        for i, a, ref in zip(which, args, refs):
-            out.append(self._get(i, method, a, ref))
-        return out
+        return [self._get(i, method, a, ref) for i, a, ref in zip(which, args, refs)]
 
-    def _get(self, shard: int, method: str, args: tuple, ref: Any) -> Any:
+    def _get(self, i: int, method: str, args: tuple, ref: Any) -> Any:
         exceptions = self.ray.exceptions
         for attempt in (1, 2):
             try:
                 return self.ray.get(ref, timeout=SHARD_TIMEOUT_S)
             except exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
-                if isinstance(cause, Exception):  # the shard's own error (a bad filter, a damaged file)
+                if isinstance(cause, Exception):  # the actor's own error (a bad filter, a damaged file)
                     raise cause from None
-                raise ShardError(self._message(shard, exc)) from None
+                raise ShardError(self._message(i, exc)) from None
             except (exceptions.RayActorError, exceptions.ActorUnavailableError) as exc:
                 if attempt == 2:
-                    raise ShardError(self._message(shard, exc, retried=True)) from None
-                logger.warning("shard %d of %s died during %s; retrying on its restarted actor", shard, self.path,
-                               method)
-                ref = getattr(self.actors[shard], method).remote(*args)
+                    raise ShardError(self._message(i, exc, retried=True)) from None
+                logger.warning("%s died during %s; retrying on its restarted actor", self.label.format(i=i), method)
+                ref = getattr(self.actors[i], method).remote(*args)
             except exceptions.GetTimeoutError:
-                raise ShardError(f"shard {shard} of {self.path} did not answer within {SHARD_TIMEOUT_S:.0f} s; the "
-                                 "query was not answered (is the cluster overloaded?)") from None
+                raise ShardError(f"{self.label.format(i=i)} did not answer within {SHARD_TIMEOUT_S:.0f} s; the query "
+                                 "was not answered (is the cluster overloaded?)") from None
         raise AssertionError("unreachable")
 
-    def _message(self, shard: int, exc: BaseException, retried: bool = False) -> str:
+    def _message(self, i: int, exc: BaseException, retried: bool = False) -> str:
         detail = " ".join(str(exc).split())[:160]
         again = ", twice (once after a restart)" if retried else ""
-        return f"shard {shard} of {self.path} failed{again}: {type(exc).__name__}: {detail}; the query was not answered"
+        return f"{self.label.format(i=i)} failed{again}: {type(exc).__name__}: {detail}; the query was not answered"
 
     def close(self) -> None:
         for a in self.actors:
             with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(a)
+
+
+class RayShards(ActorCalls):
+    """One Ray actor per shard (`ShardSearcher`), called in parallel."""
+
+    def __init__(self, ray: Any, path: Path, n: int, configs: dict[str, dict[str, Any]], verify: bool) -> None:
+        delay = float(os.environ.get("TWOSTAGE_TEST_SHARD_DELAY", "0") or 0)
+        actor = ray.remote(ShardSearcher).options(num_cpus=0, max_restarts=-1, max_task_retries=0)
+        super().__init__(ray, [actor.remote(str(path), i, configs, verify, delay) for i in range(n)],
+                         f"shard {{i}} of {path}")
+        self.call("info", [()] * n)  # every shard loaded (or its error raised) before the first query
 
 
 class _Rows:
@@ -429,3 +432,48 @@ class ShardedDense(Retriever):
         emb = np.asarray(self.encoder.encode_queries(queries), dtype=np.float32)
         n = len(self.index.shards)
         return self.index.merge(self.index.shards.call("search_dense", [(emb, k, filter)] * n), k)
+
+
+class RayReranker:
+    """The cross-encoder as its own pool of Ray actors (one per GPU of the cluster, else `actors`): the merged
+    candidates' pairs are split across them in contiguous runs and the scores put back in order. A dead actor is
+    restarted and its run sent once more, as for shards."""
+
+    MIN_PAIRS = 16  # below this per actor, splitting costs more than it saves
+
+    def __init__(self, ray: Any, config: Any, actors: int | None = None) -> None:
+        from rerank.cross_encoder import CrossEncoderReranker
+
+        self.ray = ray
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        n = actors or gpus or 1
+        actor = ray.remote(CrossEncoderReranker).options(num_cpus=0 if gpus else 1, num_gpus=1 if gpus else 0,
+                                                          max_restarts=-1, max_task_retries=0)
+        self.actors = [actor.remote(config=config) for _ in range(n)]
+        self.model_name = getattr(config, "model", None)
+        self.backend, self.precision = getattr(config, "backend", None), getattr(config, "precision", None)
+        self._calls = ActorCalls(ray, self.actors, "reranker actor {i}")
+        self._calls.call("notes", [()] * n)  # every actor loaded (or its error raised) before the first query
+
+    def predict(self, pairs: Sequence[tuple[str, str]], show_progress: bool = False, **_: Any) -> np.ndarray:
+        pairs = list(pairs)
+        if not pairs:
+            return np.empty(0, dtype=np.float32)
+        n = max(1, min(len(self.actors), len(pairs) // self.MIN_PAIRS))
+        bounds = np.linspace(0, len(pairs), n + 1).astype(int)
+        runs = [(pairs[a:b],) for a, b in zip(bounds[:-1], bounds[1:])]
+        return np.concatenate([np.asarray(r) for r in self._calls.call("predict", runs, list(range(n)))])
+
+    def score_passages(self, query: str, passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        flat = self.predict([(query, p) for doc in passages for p in doc])
+        out, at = [], 0
+        for doc in passages:
+            out.append(flat[at : at + len(doc)])
+            at += len(doc)
+        return out
+
+    def notes(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        self._calls.close()

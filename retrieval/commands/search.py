@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --json: every matched passage of each result, best first (chunked indexes)")
     p.add_argument("--filter", metavar="JSON", type=cli.metadata_filter,
                    help='metadata filter, e.g. \'{"source": "pubmed", "year": {"gte": 2015}}\' (README: Filters)')
+    p.add_argument("--ray", metavar="ADDRESS", help="search a sharded index with one Ray actor per shard: 'local', "
+                                                   "'auto' or a cluster address (needs the ray extra)")
     p.add_argument("queries", nargs="+", metavar="QUERY")
 
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from retrieval.commands.snippet import bold_wanted, pipeline_matcher
     from retrieval.server import result_json
 
-    pipe = SearchPipeline.from_index(args.index, args.config)
+    pipe = SearchPipeline.from_index(args.index, args.config, ray=args.ray)
     results = pipe.query_batch(args.queries, top_k=args.top_k, passages=args.passages, filter=args.filter)
     matcher, bold = pipeline_matcher(pipe), bold_wanted()
     for query, hits in zip(args.queries, results):

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-wait-ms", type=cli.Bounded(float, low=0), default=2.0,
                    help="how long a request waits for others to share its query encoding and reranking batch")
     p.add_argument("--no-shared-batches", action="store_true", help="encode and rerank each request on its own")
+    p.add_argument("--ray", metavar="ADDRESS", help="serve a sharded index with one Ray actor per shard: 'local', "
+                                                   "'auto' or a cluster address (needs the ray extra)")
     p.add_argument("--max-top-k", type=cli.positive_int, default=100)
     p.add_argument("--max-batch", type=cli.positive_int, default=64, help="queries per /search/batch request")
     p.add_argument("--max-body-bytes", type=cli.positive_int, default=4 * 1024 * 1024)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from retrieval.server import create_app
 
     settings = settings_from(args)
-    pipe = SearchPipeline.from_index(args.index, args.config)
+    pipe = SearchPipeline.from_index(args.index, args.config, ray=args.ray)
     app = create_app(pipe, settings)
     writes = "refused (read-only)" if args.read_only else ("need the API key" if settings.api_key else "open")
     logger.info("serving %s on http://%s:%d (stages %s; writes %s)", args.index, args.host, args.port,
