@@ -193,7 +193,11 @@ class DenseParts:
         out = []
         for row_ids, row_scores in zip(ids, scores):
             valid = row_ids >= 0
-            out.append((row_ids[valid].astype(np.int64), row_scores[valid].astype(np.float64)))
+            rows, found = row_ids[valid].astype(np.int64), row_scores[valid].astype(np.float64)
+            # FAISS leaves the order of equal scores to its heap; lower row first, as BM25 and segments order
+            # them, so a sharded index (which merges by score, then corpus position) gives the same list.
+            order = np.lexsort((rows, -found))
+            out.append((rows[order], found[order]))
         return out
 
 
@@ -264,6 +268,11 @@ class SegmentedDense:
         return out
 
 
+# Passages encoded per call, as they arrive: the build holds at most this many texts (not the corpus's), and a
+# Ray build's workers encode the same blocks (`index.distributed.BLOCK_PASSAGES`), so both give the same bits.
+ENCODE_BLOCK = 512
+
+
 class DenseComponent(Component):
     """Normalized bi-encoder embeddings of the passages and a FAISS index over them."""
 
@@ -281,6 +290,13 @@ class DenseComponent(Component):
 
     def add(self, text: str) -> None:
         self.texts.append(text[: self.cap])
+        if len(self.texts) >= ENCODE_BLOCK:
+            self._encode_pending(False)
+
+    def _encode_pending(self, show_progress: bool) -> None:
+        if self.texts:
+            self.blocks.append(self._encoder().encode_documents(self.texts, show_progress=show_progress))
+            self.texts = []
 
     def _encoder(self) -> Any:
         from index.dense import Encoder
@@ -298,12 +314,12 @@ class DenseComponent(Component):
     def finish(self, directory: Path, show_progress: bool) -> dict[str, Any]:
         from index.dense import EMBEDDINGS_FILE, build_faiss, save_faiss
 
+        self._encode_pending(False)  # the last block, at most ENCODE_BLOCK passages
         if self.blocks:
             emb = np.ascontiguousarray(np.concatenate(self.blocks), dtype=np.float32)
-            self.blocks = []
         else:
-            emb = self._encoder().encode_documents(self.texts, show_progress=show_progress)
-        self.texts = []
+            emb = self._encoder().encode_documents([], show_progress=False)
+        self.blocks = []
         np.save(directory / EMBEDDINGS_FILE, emb, allow_pickle=False)
         save_faiss(build_faiss(emb, self.config.faiss), directory)
         return {"models": {self.name: self.config.model}, "embedding_dim": int(emb.shape[1])}

@@ -29,7 +29,7 @@ import numpy as np
 from index.builder import LIBRARY_VERSION, BuildReport, SegmentBuild, build_index, merge_info, write_built
 from index.chunking import chunk_document
 from index.cluster import ClusterError, cluster_cpus, connect
-from index.components import Component, component_class
+from index.components import ENCODE_BLOCK, Component, component_class
 from index.config import BuildConfig
 from index.documents import ReadStats, model_text, read_corpus
 from index.fields import FieldIndex
@@ -40,8 +40,9 @@ from index.store import StoreWriter
 logger = logging.getLogger(__name__)
 
 # Passages per task: large enough that a task's overhead (~1 ms here) is small against its work, small enough that
-# a few blocks in flight per worker keep this process's memory bounded.
-BLOCK_PASSAGES = 512
+# a few blocks in flight per worker keep this process's memory bounded; the block a single-process build encodes
+# at once, so that the embeddings are the same bits.
+BLOCK_PASSAGES = ENCODE_BLOCK
 IN_FLIGHT_PER_WORKER = 2
 BLOCK_TIMEOUT_S = 1800.0
 

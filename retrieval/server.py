@@ -225,10 +225,10 @@ class Service:
 
     def writer(self) -> Any:
         if self._writer is None:
-            from index.writer import IndexWriter
+            from index.sharded_writer import open_writer
 
             models = {r.name: m for r in self.pipeline.retrievers if (m := r.loaded_model()) is not None}
-            self._writer = IndexWriter(self.pipeline.index.path, models=models)
+            self._writer = open_writer(self.pipeline.index.path, models=models)
         return self._writer
 
     def write(self, action: Callable[[Any], Any], commit: bool) -> dict[str, Any]:

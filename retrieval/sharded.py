@@ -68,8 +68,8 @@ class ShardSearcher:
         expected = layout.manifest.shard_generations[shard]
         if self.index.generation != expected:
             raise IndexDirError(f"{self.index.path} is at commit {self.index.generation} but {SHARDED_FILE} records "
-                                f"{expected}: an update of the sharded index was interrupted; run `twostage update "
-                                f"--index {layout.path}` to finish it")
+                                f"{expected}: an update is committing, or was interrupted (then `twostage update "
+                                f"--index {layout.path}` finishes it)")
         rows = layout.rows[shard]
         live = np.concatenate([np.ones(s.rows, dtype=bool) if s.keep is None else ~s.deleted
                                for s in self.index.segments])
@@ -159,8 +159,9 @@ class ActorCalls:
     """Calls to Ray actors in parallel, each awaited at most `SHARD_TIMEOUT_S`; an actor that died is restarted by
     Ray (`max_restarts`) and the call sent to it once more; a second failure is an error naming the actor."""
 
-    def __init__(self, ray: Any, actors: list[Any], label: str) -> None:
+    def __init__(self, ray: Any, actors: list[Any], label: str, ping: str) -> None:
         self.ray, self.actors, self.label = ray, actors, label  # label: "shard {i} of ..." names actor i
+        self.ping = ping  # a cheap method: answered once a restarted actor is up
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -184,11 +185,30 @@ class ActorCalls:
                 if attempt == 2:
                     raise ShardError(self._message(i, exc, retried=True)) from None
                 logger.warning("%s died during %s; retrying on its restarted actor", self.label.format(i=i), method)
+                self._await_restart(i, exc)
                 ref = getattr(self.actors[i], method).remote(*args)
             except exceptions.GetTimeoutError:
                 raise ShardError(f"{self.label.format(i=i)} did not answer within {SHARD_TIMEOUT_S:.0f} s; the query "
                                  "was not answered (is the cluster overloaded?)") from None
         raise AssertionError("unreachable")
+
+    def _await_restart(self, i: int, first: BaseException) -> None:
+        """Wait (at most SHARD_TIMEOUT_S) until Ray has restarted actor i; an actor that cannot come back (its
+        constructor fails, e.g. its shard is gone) is an error naming it."""
+        exceptions = self.ray.exceptions
+        deadline = time.monotonic() + SHARD_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                self.ray.get(getattr(self.actors[i], self.ping).remote(), timeout=max(0.1, deadline - time.monotonic()))
+                return
+            except exceptions.ActorUnavailableError:  # still restarting
+                time.sleep(0.2)
+            except exceptions.RayActorError as exc:
+                raise ShardError(self._message(i, exc, retried=True)) from None
+            except exceptions.GetTimeoutError:
+                break
+        raise ShardError(f"{self.label.format(i=i)} died ({type(first).__name__}) and did not come back within "
+                         f"{SHARD_TIMEOUT_S:.0f} s; the query was not answered")
 
     def _message(self, i: int, exc: BaseException, retried: bool = False) -> str:
         detail = " ".join(str(exc).split())[:160]
@@ -208,7 +228,7 @@ class RayShards(ActorCalls):
         delay = float(os.environ.get("TWOSTAGE_TEST_SHARD_DELAY", "0") or 0)
         actor = ray.remote(ShardSearcher).options(num_cpus=0, max_restarts=-1, max_task_retries=0)
         super().__init__(ray, [actor.remote(str(path), i, configs, verify, delay) for i in range(n)],
-                         f"shard {{i}} of {path}")
+                         f"shard {{i}} of {path}", "pid")
         self.call("info", [()] * n)  # every shard loaded (or its error raised) before the first query
 
 
@@ -452,7 +472,7 @@ class RayReranker:
         self.actors = [actor.remote(config=config) for _ in range(n)]
         self.model_name = getattr(config, "model", None)
         self.backend, self.precision = getattr(config, "backend", None), getattr(config, "precision", None)
-        self._calls = ActorCalls(ray, self.actors, "reranker actor {i}")
+        self._calls = ActorCalls(ray, self.actors, "reranker actor {i}", "notes")
         self._calls.call("notes", [()] * n)  # every actor loaded (or its error raised) before the first query
 
     def predict(self, pairs: Sequence[tuple[str, str]], show_progress: bool = False, **_: Any) -> np.ndarray:

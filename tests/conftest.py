@@ -115,3 +115,15 @@ def sample_index(tmp_path_factory, tiny_bi_encoder) -> Iterator[Path]:
     yield out
     # Shared by the whole session: a test that writes into it changes what every later test reads.
     assert (out / "manifest.json").read_bytes() == built, "a test wrote into the shared sample_index; copy it first"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[object]:
+    """A local Ray cluster of 2 CPUs for the session's Ray tests (started on first use, stopped at the end)."""
+    import ray  # the dev install brings the ray extra: a missing one fails these tests, it does not skip them
+
+    from index.cluster import connect
+
+    connect("local", num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -47,10 +47,13 @@ def _ids(path: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from index.documents import read_corpus
-    from index.writer import IndexWriter
+    from index.sharded import is_sharded, read_layout
+    from index.sharded_writer import open_writer
     from retrieval.config import load_config
 
-    if not (args.add or args.upsert or args.delete_ids or args.merge):
+    sharded = is_sharded(args.index)
+    # A sharded index's writer finishes an interrupted update when it opens: that alone is something to do.
+    if not (args.add or args.upsert or args.delete_ids or args.merge or sharded):
         raise ValueError("nothing to do: give --add PATH, --upsert PATH, --delete-ids FILE or --merge")
     _check_paths(args)
     deletes = _ids(args.delete_ids) if args.delete_ids else []  # read before taking the lock: a bad path fails fast
@@ -63,14 +66,15 @@ def run(args: argparse.Namespace) -> int:
 
         config = load_config(args.config)
         # The build settings alone (the writer loads and verifies the whole index next): no second full load.
-        built = BuildConfig.model_validate(read_manifest(Path(args.index), verify=False)["config"])
+        built = BuildConfig.model_validate(read_layout(args.index).manifest.config if sharded
+                                           else read_manifest(Path(args.index), verify=False)["config"])
         differences = build_differences(config, built)
         if differences:
             raise ValueError(f"{args.index} was built with {_settings(differences, 1)} but the config has "
                              f"{_settings(differences, 2)}; an update must use the index's build settings (change "
                              "the config to the index's values, or rebuild)")
         build = config.build_config()
-    with IndexWriter(args.index, build, show_progress=not args.quiet) as writer:
+    with open_writer(args.index, build, show_progress=not args.quiet) as writer:
         corpus = writer.config.corpus
         if args.add:
             writer.add(read_corpus(args.add, corpus))
