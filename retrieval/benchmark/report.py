@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("e2e", "bm25", "bm25-index", "dense", "rerank", "curve", "passages", "updates", "filters", "scale")
-# passages builds a chunked index and reranks the dev queries four times (minutes), updates, filters and scale build
-# their own indexes (minutes; scale: a million passages): asked for by name only.
-DEFAULT_SECTIONS = SECTIONS[:-4]
+SECTIONS = ("e2e", "bm25", "bm25-index", "dense", "rerank", "curve", "passages", "updates", "filters", "scale",
+            "ray")
+# passages builds a chunked index and reranks the dev queries four times (minutes), updates, filters, scale and ray
+# build their own indexes (minutes; scale: a million passages): asked for by name only.
+DEFAULT_SECTIONS = SECTIONS[:-5]
 RERANK_VARIANTS = ("config", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "onnx-int8-partial",
                    "openvino-fp32", "openvino-bf16", "openvino-int8")
 
@@ -65,13 +66,21 @@ class Settings:
     scale_queries: int = 200  # scale: queries, one per call
     scale_faiss: tuple[str, ...] = ("flat", "hnsw", "ivf", "sq8")  # scale: FAISS types (none: BM25 only)
     scale_ef_construction: int = 40  # scale: hnsw build effort (faiss's default; the config's 200 takes ~5x longer)
+    scale_hybrid: str = ""  # scale: FAISS type of a BM25 + dense index at scale_passages (empty: none)
+    ray_address: str = "local"  # ray: the cluster ("local": one started in this process)
+    ray_docs: int = 2000  # ray: dataset documents built with the config's first stage (0: all)
+    ray_shards: int = 4  # ray: shards of the sharded build and search
+    ray_bm25_passages: int = 200_000  # ray: synthetic passages of the BM25-only builds
+    ray_queries: int = 100  # ray: test queries searched one per call
     quiet: bool = False  # no progress bars
 
     def __post_init__(self) -> None:
         for what, given, known in (("section", self.sections, SECTIONS),
                                    ("rerank variant", self.rerank_variants, RERANK_VARIANTS),
                                    ("FAISS type", self.synthetic_faiss, ("flat", "hnsw", "ivf", "sq8")),
-                                   ("FAISS type", self.scale_faiss, ("flat", "hnsw", "ivf", "sq8"))):
+                                   ("FAISS type", self.scale_faiss, ("flat", "hnsw", "ivf", "sq8")),
+                                   ("FAISS type", (self.scale_hybrid,) if self.scale_hybrid else (),
+                                    ("flat", "hnsw", "ivf", "sq8"))):
             unknown = sorted(set(given) - set(known))
             if unknown:
                 raise ValueError(f"unknown {what}(s) {unknown}; choose from {', '.join(known)}")

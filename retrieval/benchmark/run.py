@@ -44,7 +44,11 @@ def run_sections(config: PipelineConfig, test: BeirDataset, settings: Settings) 
         yield "filters", section_filters(config, settings)
     if "scale" in wanted:
         yield "scale", section_scale(config, settings)
-    if not set(wanted) - {"e2e", "updates", "filters", "scale"}:
+    if "ray" in wanted:
+        from retrieval.benchmark.ray import section_ray  # Ray is an optional extra
+
+        yield "ray", section_ray(config, settings)
+    if not set(wanted) - {"e2e", "updates", "filters", "scale", "ray"}:
         return  # those build their own indexes: the config's pipeline is not needed
     if pipe is None:
         pipe = SearchPipeline(config)

@@ -112,6 +112,75 @@ def built_faiss(vectors: np.ndarray, cfg: Any) -> Any:
     return index
 
 
+SYNTHETIC_MODEL = f"synthetic:scale-{DIM}"
+
+
+class SyntheticEncoder:
+    """The million-passage hybrid index's stand-in passage encoder: `synthetic_vectors`, a new seed per call (what
+    `build_index` takes as `models={"dense": encoder}`; queries are encoded by the real bi-encoder)."""
+
+    dim = DIM
+
+    def __init__(self) -> None:
+        from index.config import DenseConfig
+
+        self.config = DenseConfig(model=SYNTHETIC_MODEL)
+        self.calls = 0
+
+    def encode_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        self.calls += 1
+        return synthetic_vectors(len(texts), seed=SEED + 2 + self.calls) if texts else np.empty((0, DIM), np.float32)
+
+
+def _hybrid_build(args: list[str]) -> Any:
+    from index.config import BuildConfig
+
+    bm25, faiss_type, ef_construction = args
+    return BuildConfig.model_validate({"bm25": json.loads(bm25), "dense": {
+        "model": SYNTHETIC_MODEL, "faiss": {"type": faiss_type, "ef_construction": int(ef_construction)}}})
+
+
+def _child_hybrid(what: str, args: list[str]) -> None:
+    """`build-hybrid CORPUS INDEX BM25_JSON FAISS_TYPE EF_CONSTRUCTION` or `search-hybrid INDEX BM25_JSON FAISS_TYPE
+    EF_CONSTRUCTION QUERIES K QUERY_MODEL`."""
+    from index.builder import build_index
+
+    if what == "build-hybrid":
+        corpus, index, *rest = args
+        report = build_index(corpus, index, _hybrid_build(rest), show_progress=False,
+                             models={"dense": SyntheticEncoder()})
+        print(json.dumps({"seconds": report.seconds, "phases": report.phases, "bytes": report.bytes_on_disk,
+                          "passages": report.passages}))
+        return
+    from index.dense import Encoder
+    from retrieval.benchmark.updates import open_pipeline
+
+    index, bm25, faiss_type, ef_construction, queries_file, k, query_model = args
+    build = _hybrid_build([bm25, faiss_type, ef_construction])
+    queries = json.loads(Path(queries_file).read_text(encoding="utf-8"))
+    rss_start = current_rss_mib()
+    encoder = Encoder(query_model, build.dense)
+    encoder.encode_queries(queries[:4])
+    rss_before = current_rss_mib()
+    start = time.perf_counter()
+    pipe = open_pipeline(Path(index), build, int(k), {"dense": encoder})
+    open_s = time.perf_counter() - start
+    rss_open = current_rss_mib()
+    out: dict[str, Any] = {"open_s": open_s, "rss_start_mib": rss_start, "rss_encoder_mib": rss_before,
+                           "rss_open_mib": rss_open, "queries": len(queries), "passages": pipe.index.num_rows}
+    for stage in ("bm25", "dense", "hybrid"):
+        for q in queries[:20]:
+            pipe.retrieve([q], stage=stage, top_k=int(k))
+        times = []
+        for q in queries:
+            t = time.perf_counter()
+            pipe.retrieve([q], stage=stage, top_k=int(k))
+            times.append(time.perf_counter() - t)
+        out[stage] = {"p50_ms": pct(times, 50) * 1e3, "p95_ms": pct(times, 95) * 1e3}
+    out["rss_after_queries_mib"] = current_rss_mib()
+    print(json.dumps(out))
+
+
 def _child(argv: list[str]) -> None:
     """The child processes' side: `build CORPUS INDEX BM25_JSON` or `search INDEX BM25_JSON QUERIES K`; one JSON
     line on stdout."""
@@ -119,6 +188,9 @@ def _child(argv: list[str]) -> None:
     from index.config import BuildConfig
 
     what, *args = argv
+    if what.endswith("-hybrid"):
+        _child_hybrid(what, args)
+        return
     build = BuildConfig.model_validate({"bm25": json.loads(args[2 if what == "build" else 1]),
                                         "dense": {"enabled": False}})
     if what == "build":
@@ -177,6 +249,26 @@ def measure_bm25(config: Any, settings: Settings, work: Path) -> dict[str, Any]:
     return {"passages": n, "generate_s": generate_s, "build_s": built["seconds"], "build_phases": built["phases"],
             "build_peak_rss_mib": build_peak, "build_rss_start_mib": built["rss_start_mib"],
             "index_bytes": built["bytes"], **searched,
+            "search_peak_rss_mib": search_peak}
+
+
+def measure_hybrid(config: Any, settings: Settings, work: Path) -> dict[str, Any]:
+    """A BM25 + dense index of `scale_passages` synthetic passages (passage vectors from `SyntheticEncoder`, FAISS
+    type `scale_hybrid`), built in one child and searched in another with the config's real query encoder."""
+    n = settings.scale_passages
+    bm25 = json.dumps(bm25_settings(config).model_dump(mode="json"))
+    corpus = write_synthetic_corpus(n, work / "hybrid.jsonl", settings.quiet)
+    index = work / "scale-hybrid"
+    faiss = [settings.scale_hybrid, str(settings.scale_ef_construction)]
+    built, build_peak = _run_child(["build-hybrid", str(corpus), str(index), bm25, *faiss])
+    corpus.unlink()
+    queries = work / "hybrid-queries.json"
+    queries.write_text(json.dumps(synthetic_queries(settings.scale_queries)), encoding="utf-8")
+    model = config.first_stage.dense.model if config.first_stage.dense is not None else "bundled:all-MiniLM-L6-v2"
+    searched, search_peak = _run_child(["search-hybrid", str(index), bm25, *faiss, str(queries), str(settings.k),
+                                        model])
+    return {"faiss": settings.scale_hybrid, "build_s": built["seconds"], "build_phases": built["phases"],
+            "build_peak_rss_mib": build_peak, "index_bytes": built["bytes"], "query_model": model, **searched,
             "search_peak_rss_mib": search_peak}
 
 
@@ -270,5 +362,22 @@ def section_scale(config: Any, settings: Settings) -> Section:
                                 "against synthetic ones", rows,
                                 f"{found['queries']} of the index's passages held out as queries; the synthetic "
                                 "vectors are those of the table above, at this count"))
+    if settings.scale_hybrid:
+        with tempfile.TemporaryDirectory(prefix="twostage-bench-scale-hybrid-") as tmp:
+            hybrid = measure_hybrid(config, settings, Path(tmp))
+        report["hybrid"] = hybrid
+        tables.append(Table(f"Scale: BM25 + dense ({hybrid['faiss']}) over {settings.scale_passages:,} synthetic "
+                            "passages, one index", [{
+                                "build s": hybrid["build_s"], "build peak RSS MiB": hybrid["build_peak_rss_mib"],
+                                "index MiB": hybrid["index_bytes"] / 2**20, "open s": hybrid["open_s"],
+                                "RSS with query encoder MiB": hybrid["rss_encoder_mib"],
+                                "RSS after open MiB": hybrid["rss_open_mib"],
+                                "bm25 p50 ms": hybrid["bm25"]["p50_ms"], "dense p50 ms": hybrid["dense"]["p50_ms"],
+                                "hybrid p50 ms": hybrid["hybrid"]["p50_ms"],
+                                "hybrid p95 ms": hybrid["hybrid"]["p95_ms"],
+                                "RSS after queries MiB": hybrid["rss_after_queries_mib"]}],
+                            f"passage vectors from the synthetic generator (no encoder can embed a million passages "
+                            f"here), queries encoded by {hybrid['query_model']}; {hybrid['queries']} queries, one per "
+                            "call, each stage timed on its own; the FAISS file memory-mapped at open"))
     report["load_average_at_end"] = load_average()
     return Section(report, tables)

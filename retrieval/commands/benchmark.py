@@ -185,6 +185,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=d.scale_faiss, help="scale section: FAISS types, comma-separated (empty: BM25 only)")
     p.add_argument("--scale-ef-construction", type=positive, default=d.scale_ef_construction,
                    help="scale section: hnsw build effort")
+    p.add_argument("--scale-hybrid", default=d.scale_hybrid, metavar="FAISS_TYPE",
+                   help="scale section: also a BM25 + dense index of this FAISS type at --scale-passages (hybrid "
+                   "query latency and RSS; empty: none)")
+    p.add_argument("--ray-address", default=d.ray_address, help="ray section: 'local', 'auto' or a cluster address")
+    p.add_argument("--ray-docs", type=cli.non_negative_int, default=d.ray_docs,
+                   help="ray section: dataset documents built with the config (0: all)")
+    p.add_argument("--ray-shards", type=positive, default=d.ray_shards, help="ray section: shards")
+    p.add_argument("--ray-bm25-passages", type=positive, default=d.ray_bm25_passages,
+                   help="ray section: synthetic passages of the BM25-only builds")
+    p.add_argument("--ray-queries", type=positive, default=d.ray_queries, help="ray section: test queries")
     p.add_argument("--dev-fraction", type=cli.Bounded(float, low=0, high=1, low_open=True), default=d.dev_fraction,
                    help="dev: share of the training queries held out")
     p.add_argument("--dev-seed", type=cli.seed, default=d.dev_seed,

@@ -71,3 +71,27 @@ def test_cli_scale_options_reach_the_settings():
     settings = benchmark.settings(args)
     assert settings.scale_passages == 5000 and settings.scale_faiss == ("hnsw", "sq8")
     assert settings.scale_ef_construction == 16
+
+
+def test_scale_hybrid_rows(tiny_bi_encoder, tmp_path):
+    from retrieval.benchmark import Settings
+    from retrieval.benchmark.scale import section_scale
+    from retrieval.config import load_config
+
+    config = load_config({"first_stage": {"dense": {"model": str(tiny_bi_encoder), "backend": "torch"}}})
+    config.index.path = tmp_path / "none"  # no index: no calibration
+    settings = Settings(SCIFACT, sections=("scale",), scale_passages=2000, scale_queries=12, scale_faiss=(),
+                        scale_hybrid="hnsw", quiet=True)
+    section = section_scale(config, settings)
+    hybrid = section.report["hybrid"]
+    assert hybrid["passages"] == 2000 and hybrid["faiss"] == "hnsw" and hybrid["queries"] == 12
+    assert all(hybrid[s]["p50_ms"] > 0 for s in ("bm25", "dense", "hybrid"))
+    assert hybrid["rss_open_mib"] >= hybrid["rss_encoder_mib"] > 0
+    assert section.tables[-1].title.startswith("Scale: BM25 + dense (hnsw) over 2,000 synthetic passages")
+
+
+def test_scale_hybrid_type_is_checked():
+    from retrieval.benchmark import Settings
+
+    with pytest.raises(ValueError, match="FAISS type"):
+        Settings(SCIFACT, sections=("scale",), scale_hybrid="annoy")
