@@ -112,51 +112,55 @@ def built_faiss(vectors: np.ndarray, cfg: Any) -> Any:
     return index
 
 
-SYNTHETIC_MODEL = f"synthetic:scale-{DIM}"
+def synthetic_model(dim: int) -> str:
+    """The name a hybrid index built by `SyntheticEncoder` of `dim` dimensions records as its dense model."""
+    return f"synthetic:scale-{dim}"
 
 
 class SyntheticEncoder:
-    """The million-passage hybrid index's stand-in passage encoder: `synthetic_vectors`, a new seed per call (what
-    `build_index` takes as `models={"dense": encoder}`; queries are encoded by the real bi-encoder)."""
+    """The million-passage hybrid index's stand-in passage encoder: `synthetic_vectors` of the query encoder's
+    dimension `dim`, a new seed per call (what `build_index` takes as `models={"dense": encoder}`; queries are
+    encoded by the real bi-encoder)."""
 
-    dim = DIM
-
-    def __init__(self) -> None:
+    def __init__(self, dim: int = DIM) -> None:
         from index.config import DenseConfig
 
-        self.config = DenseConfig(model=SYNTHETIC_MODEL)
+        self.dim = dim
+        self.config = DenseConfig(model=synthetic_model(dim))
         self.calls = 0
 
     def encode_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         self.calls += 1
-        return synthetic_vectors(len(texts), seed=SEED + 2 + self.calls) if texts else np.empty((0, DIM), np.float32)
+        if not texts:
+            return np.empty((0, self.dim), np.float32)
+        return synthetic_vectors(len(texts), dim=self.dim, seed=SEED + 2 + self.calls)
 
 
 def _hybrid_build(args: list[str]) -> Any:
     from index.config import BuildConfig
 
-    bm25, faiss_type, ef_construction = args
+    bm25, faiss_type, ef_construction, dim = args
     return BuildConfig.model_validate({"bm25": json.loads(bm25), "dense": {
-        "model": SYNTHETIC_MODEL, "faiss": {"type": faiss_type, "ef_construction": int(ef_construction)}}})
+        "model": synthetic_model(int(dim)), "faiss": {"type": faiss_type, "ef_construction": int(ef_construction)}}})
 
 
 def _child_hybrid(what: str, args: list[str]) -> None:
-    """`build-hybrid CORPUS INDEX BM25_JSON FAISS_TYPE EF_CONSTRUCTION` or `search-hybrid INDEX BM25_JSON FAISS_TYPE
-    EF_CONSTRUCTION QUERIES K QUERY_MODEL`."""
+    """`build-hybrid CORPUS INDEX BM25_JSON FAISS_TYPE EF_CONSTRUCTION DIM` or `search-hybrid INDEX BM25_JSON
+    FAISS_TYPE EF_CONSTRUCTION DIM QUERIES K QUERY_MODEL`."""
     from index.builder import build_index
 
     if what == "build-hybrid":
         corpus, index, *rest = args
         report = build_index(corpus, index, _hybrid_build(rest), show_progress=False,
-                             models={"dense": SyntheticEncoder()})
+                             models={"dense": SyntheticEncoder(int(rest[-1]))})
         print(json.dumps({"seconds": report.seconds, "phases": report.phases, "bytes": report.bytes_on_disk,
                           "passages": report.passages}))
         return
     from index.dense import Encoder
     from retrieval.benchmark.updates import open_pipeline
 
-    index, bm25, faiss_type, ef_construction, queries_file, k, query_model = args
-    build = _hybrid_build([bm25, faiss_type, ef_construction])
+    index, bm25, faiss_type, ef_construction, dim, queries_file, k, query_model = args
+    build = _hybrid_build([bm25, faiss_type, ef_construction, dim])
     queries = json.loads(Path(queries_file).read_text(encoding="utf-8"))
     rss_start = current_rss_mib()
     encoder = Encoder(query_model, build.dense)
@@ -252,6 +256,15 @@ def measure_bm25(config: Any, settings: Settings, work: Path) -> dict[str, Any]:
             "search_peak_rss_mib": search_peak}
 
 
+def query_dim(model: str) -> int:
+    """The dimension of `model`'s embeddings, read from the model (loaded here, in the parent, so neither child's
+    memory counts it twice)."""
+    from index.config import DenseConfig
+    from index.dense import Encoder
+
+    return Encoder(model, DenseConfig(model=model)).dim
+
+
 def measure_hybrid(config: Any, settings: Settings, work: Path) -> dict[str, Any]:
     """A BM25 + dense index of `scale_passages` synthetic passages (passage vectors from `SyntheticEncoder`, FAISS
     type `scale_hybrid`), built in one child and searched in another with the config's real query encoder."""
@@ -259,12 +272,12 @@ def measure_hybrid(config: Any, settings: Settings, work: Path) -> dict[str, Any
     bm25 = json.dumps(bm25_settings(config).model_dump(mode="json"))
     corpus = write_synthetic_corpus(n, work / "hybrid.jsonl", settings.quiet)
     index = work / "scale-hybrid"
-    faiss = [settings.scale_hybrid, str(settings.scale_ef_construction)]
+    model = config.first_stage.dense.model if config.first_stage.dense is not None else "bundled:all-MiniLM-L6-v2"
+    faiss = [settings.scale_hybrid, str(settings.scale_ef_construction), str(query_dim(model))]
     built, build_peak = _run_child(["build-hybrid", str(corpus), str(index), bm25, *faiss])
     corpus.unlink()
     queries = work / "hybrid-queries.json"
     queries.write_text(json.dumps(synthetic_queries(settings.scale_queries)), encoding="utf-8")
-    model = config.first_stage.dense.model if config.first_stage.dense is not None else "bundled:all-MiniLM-L6-v2"
     searched, search_peak = _run_child(["search-hybrid", str(index), bm25, *faiss, str(queries), str(settings.k),
                                         model])
     return {"faiss": settings.scale_hybrid, "build_s": built["seconds"], "build_phases": built["phases"],
