@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from index.arrays import read_npz
 from index.config import BM25Config
 from index.postings import Postings, concat_postings, consistent
 
@@ -111,9 +111,7 @@ class BM25Stats:
     @classmethod
     def from_bytes(cls, stats: bytes, vocab_json: bytes, source: Path) -> BM25Stats:
         """From the two files' contents; `source` names them in errors."""
-        with np.load(io.BytesIO(stats), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in cls.ARRAYS}
-        return cls.from_arrays(arrays, vocab_json, source)
+        return cls.from_arrays(read_npz(stats, cls.ARRAYS), vocab_json, source)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], vocab_json: bytes, source: Path,

@@ -14,9 +14,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import os
-import struct
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,9 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from index.analyzer import Analyzer
+from index.arrays import map_npy, map_npz
 from index.bm25 import STATS_FILE, VOCAB_FILE, BM25Stats, StatsCounter
 from index.config import RETRIEVERS, BM25Config, BuildConfig, DenseConfig, FaissConfig, RetrieverConfig, retriever_type
-from index.manifest import FileReader, IndexFiles, Manifest
+from index.manifest import IndexFiles, Manifest
 
 
 class Component:
@@ -373,47 +371,3 @@ def _live_embeddings(parts: Sequence[DenseParts], keep: Sequence[np.ndarray | No
 def config_name(config: RetrieverConfig) -> str:
     """The retriever name a config is set under (the `BuildConfig` field of its type)."""
     return next(name for name in RETRIEVERS if config_class(name) is type(config))
-
-
-def map_npy(reader: FileReader) -> np.ndarray:
-    """Memory-map the array of an open `.npy` file, as `np.load(mmap_mode="r")` does for a path."""
-    version = np.lib.format.read_magic(reader)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(reader)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(reader)
-    else:
-        raise ValueError(f"unsupported .npy format version {version}")
-    if dtype.hasobject:  # np.load's own refusal, word for word
-        raise ValueError("Array can't be memory-mapped: Python objects in dtype.")
-    with os.fdopen(reader.fileno(), "rb", closefd=False) as fh:  # the map keeps its own handle on the file
-        return np.memmap(fh, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C",
-                         offset=reader.tell())
-
-
-# Members of an .npz smaller than this are read into memory (an empty array cannot be mapped, and a small one is
-# not worth a map).
-MAP_MIN_BYTES = 1 << 20
-
-
-def map_npz(reader: FileReader, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named arrays of an open `.npz` file, each stored (uncompressed) member memory-mapped where it lies in
-    the file, as `map_npy` maps a `.npy`: `np.savez` stores members uncompressed, so opening a large index maps
-    its BM25 arrays instead of reading them, and memory grows with the postings queries read."""
-    fd = reader.fileno()
-    out: dict[str, np.ndarray] = {}
-    with os.fdopen(os.dup(fd), "rb") as fh, zipfile.ZipFile(fh) as archive:
-        for name in names:
-            info = archive.getinfo(f"{name}.npy")
-            if info.compress_type != zipfile.ZIP_STORED or info.file_size < MAP_MIN_BYTES:
-                with archive.open(info) as member:
-                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
-                continue
-            local = os.pread(fd, 30, info.header_offset)  # the member's local header: where its data starts
-            if local[:4] != b"PK\x03\x04":
-                raise ValueError(f"{name}.npy: not a zip local header")
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            member_reader = FileReader(fd)
-            member_reader.offset = info.header_offset + 30 + name_len + extra_len
-            out[name] = map_npy(member_reader)
-    return out

@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import numbers
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from index.arrays import read_npz
 from index.documents import MAX_JSON_DEPTH
 
 FIELDS_FILES = ("fields.npz", "fields.json")  # what a segment writes
@@ -396,11 +396,10 @@ class FieldIndex:
         try:
             meta = json.loads(meta_json.decode("utf-8"))
             num_rows, names, strings = _check_meta(meta)
-            with np.load(io.BytesIO(npz), allow_pickle=False) as z:
-                expected = {f"{k}_{p}" for k in _KINDS for p in ("ptr", "rows", _VALUES[k])}
-                if set(z.files) != expected:
-                    raise _Inconsistent(f"{len(z.files)} arrays, not the {len(expected)} expected")
-                arrays = {key: z[key] for key in sorted(expected)}
+            arrays = read_npz(npz)
+            expected = {f"{k}_{p}" for k in _KINDS for p in ("ptr", "rows", _VALUES[k])}
+            if set(arrays) != expected:
+                raise _Inconsistent(f"{len(arrays)} arrays, not the {len(expected)} expected")
             _check_arrays(arrays, num_rows, names, strings)
         except _Inconsistent as exc:
             raise ValueError(f"{' and '.join(FIELDS_FILES)} are inconsistent ({exc})") from None

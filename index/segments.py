@@ -13,7 +13,6 @@ approximate FAISS indexes stay per segment and are searched with selectors that 
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from index.arrays import read_npz
 from index.components import component_class
 from index.documents import Document
 from index.fields import FIELDS_FILES, FieldIndex
@@ -134,24 +134,12 @@ def _check_rows(files: IndexFiles, entry: SegmentEntry, rows: int, deleted: np.n
                             f"{files.rebuild}")
 
 
-def _tombstone_rows(data: bytes) -> np.ndarray:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return z["rows"]
-
-
 def _read_tombstones(files: IndexFiles, entry: SegmentEntry) -> np.ndarray:
     deleted = np.zeros(entry.rows, dtype=bool)
     if entry.deleted is None:
         return deleted
     try:
-        data = files.read_bytes(entry.deleted)
-        try:
-            rows = _tombstone_rows(data)
-        except Exception:  # noqa: BLE001 - parsed again below
-            # Seen once in CI under threads (a SystemError from these checked bytes); a second parse of the same
-            # bytes tells a passing fault from a damaged file, which fails again.
-            logger.debug("%s: parsing the tombstones again", files.path / entry.deleted, exc_info=True)
-            rows = _tombstone_rows(data)
+        rows = read_npz(files.read_bytes(entry.deleted), ("rows",))["rows"]
     except IndexDirError:
         raise
     except Exception as exc:

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from index.arrays import read_npy, read_npz
 from index.bm25 import Collection, okapi_mean_idf
 from index.manifest import IndexDirError, first_error, fsync_dir, fsync_file, sha256_file
 
@@ -212,8 +212,7 @@ def read_layout(path: str | Path) -> ShardedLayout:
         vocab = next((n for n in data if n.startswith("global_vocab")), None)
         if npz is None or vocab is None:
             raise IndexDirError(f"{path}/{SHARDED_FILE} lists no corpus BM25 statistics; {fix}")
-        with np.load(io.BytesIO(data[npz]), allow_pickle=False) as z:
-            df = z["doc_freq"]
+        df = read_npz(data[npz], ("doc_freq",))["doc_freq"]
         words = json.loads(data[vocab].decode("utf-8"))
         if len(words) != len(df) or (len(df) and df.min() < 1):
             raise IndexDirError(f"{path}: the corpus BM25 statistics are inconsistent; {fix}")
@@ -223,5 +222,5 @@ def read_layout(path: str | Path) -> ShardedLayout:
         name = next((n for n in data if n.startswith(shard_name(i) + ".rows")), None)
         if name is None:
             raise IndexDirError(f"{path}/{SHARDED_FILE} lists no row positions for {manifest.shards[i]}; {fix}")
-        rows.append(np.load(io.BytesIO(data[name]), allow_pickle=False))
+        rows.append(read_npy(data[name]))
     return ShardedLayout(path, manifest, corpus, rows)

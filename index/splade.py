@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from index.arrays import read_npz
 from index.components import Component
 from index.config import SpladeConfig
 from index.manifest import IndexFiles, Manifest
@@ -131,9 +131,9 @@ class SpladeComponent(Component):
 
     @classmethod
     def load(cls, files: IndexFiles, manifest: Manifest) -> SpladeParts:
-        with np.load(io.BytesIO(files.read_bytes(SPLADE_FILE)), allow_pickle=False) as z:
-            indptr, indices, weights = z["indptr"], z["indices"], z["weights"]
-            num_docs = int(z["num_docs"])
+        z = read_npz(files.read_bytes(SPLADE_FILE), ("indptr", "indices", "weights", "num_docs"))
+        indptr, indices, weights = z["indptr"], z["indices"], z["weights"]
+        num_docs = int(z["num_docs"])
         if not consistent(indptr, indices, weights, num_docs):
             raise ValueError(f"{files.path / SPLADE_FILE}: SPLADE postings are inconsistent")
         return SpladeParts(Postings(indptr, indices, weights, num_docs), len(indptr) - 1)

@@ -201,14 +201,14 @@ def test_out_of_range_rows_are_refused_unless_the_checksum_vouched():
 def test_an_index_maps_its_bm25_arrays(tmp_path, monkeypatch):
     """Opening an index maps the BM25 arrays from bm25.npz (np.savez stores them uncompressed) and answers as the
     arrays read into memory do."""
-    import index.components as components
+    import index.arrays as arrays
     from index.builder import build_index
     from index.directory import IndexDirectory
     from tests.conftest import SAMPLE_CORPUS
     from tests.reliability import bm25_only
 
     build_index(SAMPLE_CORPUS, tmp_path / "idx", bm25_only(), show_progress=False)
-    monkeypatch.setattr(components, "MAP_MIN_BYTES", 0)
+    monkeypatch.setattr(arrays, "MAP_MIN_BYTES", 0)
     for verify in (True, False):
         mapped = IndexDirectory.load(tmp_path / "idx", verify=verify).segments[0].parts["bm25"]
         read = BM25Stats.load(tmp_path / "idx")
