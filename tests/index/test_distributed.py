@@ -19,6 +19,7 @@ from index.distributed import build_on_ray
 from index.sharded import read_layout, shard_of
 from retrieval.config import load_config
 from tests.conftest import ROOT, SAMPLE_CORPUS, SCIFACT, pipeline_config
+from tests.reliability import bm25_only
 
 
 def _real_corpus(tmp_path: Path, n: int = 160) -> Path:
@@ -128,27 +129,32 @@ def test_a_ray_build_refuses_what_it_cannot_build(tmp_path, tiny_bi_encoder, ray
         build_on_ray(SAMPLE_CORPUS, tmp_path / "x", splade, show_progress=False)
 
 
-def test_without_ray_the_cli_names_the_extra(tmp_path, tiny_bi_encoder, ray_cluster):
+def test_without_ray_the_cli_names_the_extra(tmp_path, tiny_bi_encoder, ray_cluster, monkeypatch, capsys):
+    from retrieval import cli
+
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(json.dumps(pipeline_config(tmp_path / "idx", tiny_bi_encoder)))
-    build_on_ray(SAMPLE_CORPUS, tmp_path / "sharded", _config(tmp_path, tiny_bi_encoder), shards=2,
-                 show_progress=False)
+    build_on_ray(SAMPLE_CORPUS, tmp_path / "sharded", bm25_only(), shards=2, show_progress=False)  # no model: fast
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "ray", None)  # `import ray` fails as it does where the extra is not installed
+        for argv in (["build", "--config", str(cfg), "--corpus", str(SAMPLE_CORPUS), "--output", str(tmp_path / "i"),
+                      "--ray", "local"],
+                     ["build", "--config", str(cfg), "--corpus", str(SAMPLE_CORPUS), "--output", str(tmp_path / "i"),
+                      "--shards", "2"],
+                     ["search", "--index", str(tmp_path / "sharded"), "--ray", "local", "tides"]):
+            with pytest.raises(SystemExit) as exit_:
+                cli.main(argv)
+            err = capsys.readouterr().err
+            assert exit_.value.code == 2, err
+            lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+            assert len(lines) == 1 and "pip install 'twostage[ray]'" in lines[0], err
+            assert "Traceback" not in err and not (tmp_path / "i").exists()
+    # Without --ray a sharded index is searched in this process, which needs no Ray at all: a fresh interpreter
+    # where `import ray` fails.
     fake = tmp_path / "no-ray"
     (fake / "ray").mkdir(parents=True)
     (fake / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     env = {**os.environ, "PYTHONPATH": f"{fake}{os.pathsep}{ROOT}"}
-    for script, argv in (("build_index.py", ["--config", str(cfg), "--corpus", str(SAMPLE_CORPUS), "--output",
-                                             str(tmp_path / "i"), "--ray", "local"]),
-                         ("build_index.py", ["--config", str(cfg), "--corpus", str(SAMPLE_CORPUS), "--output",
-                                             str(tmp_path / "i"), "--shards", "2"]),
-                         ("search.py", ["--index", str(tmp_path / "sharded"), "--ray", "local", "tides"])):
-        run = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *argv], env=env, capture_output=True,
-                             text=True, timeout=120)
-        assert run.returncode == 2, run.stderr
-        lines = [ln for ln in run.stderr.splitlines() if ln.startswith("error:")]
-        assert len(lines) == 1 and "[ray]" in lines[0], run.stderr
-        assert "Traceback" not in run.stderr
-    # Without --ray a sharded index is searched in this process, which needs no Ray at all.
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "search.py"), "--index", str(tmp_path / "sharded"),
                           "--json", "tides"], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
