@@ -249,6 +249,16 @@ def save_faiss(index: faiss.Index, directory: Path) -> str:
     return FAISS_FILE
 
 
+def map_flags() -> tuple[int, ...]:
+    """faiss's read flags that map an index read-only, tried in turn: the vectors of flat, hnsw and sq8 indexes
+    (faiss's `IndexFlatCodes`) are mapped only with IO_FLAG_MMAP_IFC (faiss >= 1.11; with IO_FLAG_MMAP alone they
+    were read into memory: a million-vector hnsw index's 1.7 GB resident at open), which faiss refuses for IVF
+    indexes, whose inverted lists IO_FLAG_MMAP maps."""
+    ro = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    ifc = getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
+    return (ro | ifc, ro) if ifc else (ro,)
+
+
 def load_faiss(source: Path | Callable[[int], bytes], mapped: Path | None = None) -> faiss.Index:
     """From an index directory, or from `read(n)` (at most n bytes per call) of an already open, checked file:
     faiss pulls the bytes in blocks, so no second copy of the index is held in memory. `mapped`: a path naming
@@ -258,8 +268,9 @@ def load_faiss(source: Path | Callable[[int], bytes], mapped: Path | None = None
     if isinstance(source, Path):
         return faiss.read_index(str(source / FAISS_FILE))
     if mapped is not None and mapped.exists():
-        try:
-            return faiss.read_index(str(mapped), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        except RuntimeError as exc:
-            logger.debug("faiss cannot map %s (%s); reading it", mapped, exc)
+        for flags in map_flags():
+            try:
+                return faiss.read_index(str(mapped), flags)
+            except RuntimeError as exc:
+                logger.debug("faiss cannot map %s with flags %#x (%s)", mapped, flags, exc)
     return faiss.read_index(faiss.PyCallbackIOReader(source))
