@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from index.cluster import ClusterError
 from index.filters import FilterError
 from index.lock import IndexLockedError
 from index.manifest import IndexDirError
@@ -194,7 +195,8 @@ class Service:
         """Whether answering at `stage` runs no model (BM25 alone): such a query takes well under a millisecond,
         less than handing it to a worker thread and back costs, so it runs on the event loop."""
         stage = stage or self.pipeline.final_stage
-        if stage == RERANK:
+        # Shards on Ray answer from other processes (up to SHARD_TIMEOUT_S when one died): never on the event loop.
+        if stage == RERANK or getattr(self.pipeline.index, "remote", False):
             return False
         return all(r.loaded_model() is None for r in self.pipeline.retrievers if stage in (r.name, FUSED))
 
@@ -409,7 +411,7 @@ def create_app(pipeline: SearchPipeline, settings: ServerSettings | None = None)
             raise ApiError(400 if isinstance(exc, FilterError) else 409, str(exc)) from None
         except (ValueError, TypeError) as exc:  # the library's own checks: UpdateError, bad stage, bad documents
             raise ApiError(400, " ".join(str(exc).split())) from None
-        except IndexDirError as exc:
+        except (IndexDirError, ClusterError) as exc:  # ClusterError: a shard (or the Ray cluster) did not answer
             raise ApiError(503, " ".join(str(exc).split())) from None
 
     def key_of(x_api_key: str | None, authorization: str | None) -> str | None:

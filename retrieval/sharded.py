@@ -322,6 +322,11 @@ class ShardedIndex:
         return cls(read_layout(path), configs, ray, verify)
 
     @property
+    def remote(self) -> bool:
+        """Whether the shards are Ray actors (a query then waits on other processes)."""
+        return isinstance(self.shards, RayShards)
+
+    @property
     def generation(self) -> int:
         return self.layout.generation
 

@@ -269,6 +269,21 @@ def test_a_failure_inside_is_a_500_without_a_trace(bm25_index, monkeypatch):
         assert "secret" not in got.text and "Traceback" not in got.text
 
 
+def test_a_shard_that_does_not_answer_is_a_503_naming_it(bm25_index, monkeypatch):
+    from retrieval.sharded import ShardError
+
+    pipe = SearchPipeline.from_config(bm25_pipeline_config(bm25_index))
+
+    def lost(*args, **kwargs):
+        raise ShardError("shard 2 of /srv/idx died (ActorDiedError) and did not come back within 60 s; the query "
+                         "was not answered")
+
+    monkeypatch.setattr(pipe, "query_batch", lost)
+    with client_for(pipe) as client:
+        got = client.get("/search", params={"q": "tides"})
+        assert got.status_code == 503 and got.json()["error"].startswith("shard 2 of /srv/idx died")
+
+
 def test_a_slow_request_times_out(bm25_index, monkeypatch):
     import time
 

@@ -97,6 +97,11 @@ def test_sharded_answers_equal_unsharded_on_ray(built, queries):
     _assert_same(a, b, queries, {"parity": "even"})
     ra, rb = a.query_batch(queries[:5], top_k=5), b.query_batch(queries[:5], top_k=5)
     assert [[r.to_dict() for r in x] for x in ra] == [[r.to_dict() for r in x] for x in rb]  # documents, stages
+    from retrieval.server import ServerSettings, Service
+
+    # A BM25 query on Ray waits on the shard actors: the server runs it in a thread, never on its event loop.
+    assert not Service(b, ServerSettings()).model_free("bm25")
+    assert Service(SearchPipeline.from_index(sharded), ServerSettings()).model_free("bm25")
     b.index.close()
 
 
