@@ -106,8 +106,8 @@ def _bm25_builds(config: Any, settings: Settings, work: Path) -> dict[str, Any]:
 
     n = settings.ray_bm25_passages
     corpus = write_synthetic_corpus(n, work / "synthetic.jsonl", settings.quiet)
-    build = BuildConfig(bm25=bm25_settings(config))
-    out: dict[str, Any] = {"passages": n}
+    build = BuildConfig.model_validate({"bm25": bm25_settings(config).model_dump(), "dense": {"enabled": False}})
+    out: dict[str, Any] = {"passages": n, "components": list(build.retrievers())}
     out["single_s"], _ = _timed_build(lambda: build_index(corpus, work / "bm25-single", build, show_progress=False))
     out["ray_s"], r = _timed_build(lambda: build_on_ray(corpus, work / "bm25-ray", build, settings.ray_address,
                                                         show_progress=False))

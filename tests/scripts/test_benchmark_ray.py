@@ -22,7 +22,9 @@ def test_ray_section_rows(tiny_bi_encoder, tmp_path, ray_cluster):
     build = section.report["build"]
     assert build["documents"] == 60 and build["bm25_arrays_equal"] and build["embeddings_max_abs_diff"] == 0.0
     assert build["ray_details"]["tasks"] == 1 and build["sharded_details"]["shards"] == 2
-    assert section.report["bm25_build"]["ray_details"]["tasks"] == 3  # 1500 passages in blocks of 512
+    bm25 = section.report["bm25_build"]
+    assert bm25["ray_details"]["tasks"] == 3  # 1500 passages in blocks of 512
+    assert bm25["components"] == ["bm25"]  # BM25 only: no encoder
     search = section.report["search"]
     assert set(search) == {"unsharded", "sharded in process", "sharded on Ray"}
     for stages in search.values():
