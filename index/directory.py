@@ -108,21 +108,23 @@ class IndexDirectory:
         """The ids of the documents this commit holds (made on first use)."""
         return frozenset(self.store.row_doc_ids)
 
-    def filter_mask(self, flt: Any) -> np.ndarray:
+    def filter_mask(self, flt: Any, known: frozenset[str] = frozenset()) -> np.ndarray:
         """The rows a metadata filter allows (a boolean mask over rows); `flt`: a filter dict or a parsed `Filter`.
-        Raises `FilterError` naming what is wrong with it. Recently used filters are cached."""
+        Raises `FilterError` naming what is wrong with it. Recently used filters are cached. `known`: fields the
+        rest of a sharded corpus holds (`index.filters.evaluate`)."""
         from index.filters import Filter, evaluate, parse_filter
 
         parsed = flt if isinstance(flt, Filter) else parse_filter(flt)
+        key = (parsed.key, known)
         with self._lock:
-            mask = self._masks.get(parsed.key)
+            mask = self._masks.get(key)
             if mask is not None:
-                self._masks.move_to_end(parsed.key)
+                self._masks.move_to_end(key)
                 return mask
-        mask = evaluate(parsed, self.fields, self.doc_id_array)
+        mask = evaluate(parsed, self.fields, self.doc_id_array, known)
         mask.setflags(write=False)
         with self._lock:
-            self._masks[parsed.key] = mask
+            self._masks[key] = mask
             while len(self._masks) > _CACHED_MASKS:
                 self._masks.popitem(last=False)
         return mask

@@ -43,7 +43,7 @@ import difflib
 import json
 import math
 import reprlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -364,10 +364,11 @@ def _words(items: list[str]) -> str:
 
 
 class _Evaluator:
-    def __init__(self, fields: FieldIndex, doc_ids: Sequence[str]) -> None:
+    def __init__(self, fields: FieldIndex, doc_ids: Sequence[str], known: Collection[str] = ()) -> None:
         self.fields = fields
         self.n = fields.num_rows
         self.doc_ids = doc_ids
+        self.known = known
         self._ids: np.ndarray | None = None
 
     def mask(self, node: _Node) -> np.ndarray:
@@ -389,6 +390,12 @@ class _Evaluator:
         if cond.name == DOC_ID:
             return self.doc_id(cond)
         col = self.fields.column(cond.name)
+        if col is None and cond.name in self.known:  # held by other parts of the corpus, by no row here
+            masks = [np.zeros(self.n, dtype=bool)] if cond.eq is not None or cond.any_of is not None or cond.bounds \
+                else []
+            if cond.exists is not None:
+                masks.append(np.full(self.n, not cond.exists))
+            return _all(masks)
         if col is None:
             known = sorted({DOC_ID, *self.fields.fields})
             shown = ", ".join(k if k.isprintable() and len(k) <= 60 else _short.repr(k) for k in known[:_KNOWN_SHOWN])
@@ -480,9 +487,10 @@ class _Evaluator:
         return self._ids
 
 
-def evaluate(flt: Filter, fields: FieldIndex, doc_ids: Sequence[str]) -> np.ndarray:
+def evaluate(flt: Filter, fields: FieldIndex, doc_ids: Sequence[str], known: Collection[str] = ()) -> np.ndarray:
     """The rows `flt` matches, as a bool mask of length ``fields.num_rows``; ``doc_ids[row]`` is the row's
-    document id (read only when the filter uses ``doc_id``; a numpy array of str is fastest).
+    document id (read only when the filter uses ``doc_id``; a numpy array of str is fastest). `known`: fields that
+    other parts of the corpus hold (a sharded index's other shards): on rows without them they match as absent.
 
     Raises `FilterError` when the filter uses a field that no row has, or a range on a field that holds no numbers
     (for a date operand, no dates). An index without rows matches nothing, without those checks.
@@ -504,4 +512,4 @@ did you mean 'lang'?
         raise ValueError(f"evaluate: {len(doc_ids)} document ids for {fields.num_rows} rows; give one per row")
     if fields.num_rows == 0:
         return np.zeros(0, dtype=bool)
-    return _Evaluator(fields, doc_ids).mask(flt._node)
+    return _Evaluator(fields, doc_ids, known).mask(flt._node)

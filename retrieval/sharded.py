@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ ShardHits = tuple[np.ndarray, np.ndarray, list[str], list[str]]
 
 class ShardError(ClusterError):
     """A shard could not answer; the message names it."""
+
+
+@dataclass(frozen=True)
+class ShardFilter:
+    """A filter as shards take it: the filter, and every field the corpus holds, so that a shard none of whose rows
+    has a field matches it as absent instead of refusing it (as one index whose other rows hold it would)."""
+
+    filter: Any
+    known: tuple[str, ...]
 
 
 class ShardSearcher:
@@ -96,10 +106,11 @@ class ShardSearcher:
         return os.getpid()
 
     def info(self) -> dict[str, Any]:
-        return {"documents": len(self.index.store), "passages": self.index.num_rows}
+        return {"documents": len(self.index.store), "passages": self.index.num_rows,
+                "fields": list(self.index.fields.fields)}
 
-    def _mask(self, flt: Any) -> np.ndarray | None:
-        return None if flt is None else self.index.filter_mask(flt)
+    def _mask(self, flt: ShardFilter | None) -> np.ndarray | None:
+        return None if flt is None else self.index.filter_mask(flt.filter, frozenset(flt.known))
 
     def _hits(self, found: list[tuple[np.ndarray, np.ndarray]]) -> list[ShardHits]:
         store = self.index.store
@@ -311,6 +322,7 @@ class ShardedIndex:
             self.shards = RayShards(connect(ray), layout.path, n, self.configs, verify)
         infos = self.shards.call("info", [()] * n)
         self.store = ShardedStore(self.shards, sum(i["documents"] for i in infos), sum(i["passages"] for i in infos))
+        self.field_names = tuple(sorted({f for i in infos for f in i["fields"]}))
         self.segments: list[Any] = []
         self._identity = _identity(layout.path)
 
@@ -351,7 +363,7 @@ class ShardedIndex:
         from index.filters import Filter, parse_filter
 
         parse_filter(flt) if not isinstance(flt, Filter) else None  # its syntax checked here, its fields by each shard
-        return flt
+        return ShardFilter(flt, self.field_names)
 
     @property
     def document_ids(self) -> _Membership:

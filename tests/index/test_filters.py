@@ -495,3 +495,18 @@ def test_numpy_scalars_are_numbers_and_booleans():
     assert evaluate(parse_filter({"n": np.int64(3)}), fi, ["a", "b"]).tolist() == [True, False]
     assert evaluate(parse_filter({"n": {"lt": np.float64(1)}}), fi, ["a", "b"]).tolist() == [False, True]
     assert evaluate(parse_filter({"b": np.bool_(True)}), fi, ["a", "b"]).tolist() == [True, False]
+
+
+def test_a_field_known_elsewhere_matches_as_absent():
+    """A shard none of whose rows has a field the rest of the corpus holds: conditions on it match as on rows
+    without it (nothing, or everything for `exists: false`); a field nobody holds is still refused."""
+    fi = FieldIndex.build([{"lang": "en"}, {"lang": "de"}])
+    ids = ["a", "b"]
+    known = {"lang", "year"}
+    assert evaluate(parse_filter({"year": 2020}), fi, ids, known).tolist() == [False, False]
+    assert evaluate(parse_filter({"year": {"gte": 2000, "lt": 2030}}), fi, ids, known).tolist() == [False, False]
+    assert evaluate(parse_filter({"year": {"exists": False}}), fi, ids, known).tolist() == [True, True]
+    assert evaluate(parse_filter({"not": {"year": {"in": [1, 2]}}}), fi, ids, known).tolist() == [True, True]
+    assert evaluate(parse_filter({"or": [{"year": 1}, {"lang": "de"}]}), fi, ids, known).tolist() == [False, True]
+    with pytest.raises(FilterError, match="no document has the field 'yaer'"):
+        evaluate(parse_filter({"yaer": 2020}), fi, ids, known)

@@ -39,6 +39,8 @@ def scifact_head(tmp_path_factory) -> tuple[Path, list[dict]]:
                 break
             doc = json.loads(line)
             doc["parity"] = "even" if i % 2 == 0 else "odd"
+            if i == 0:
+                doc["rare"] = "yes"  # a field one document has: the other shards hold no row with it
             docs.append(doc)
     with open(out, "w", encoding="utf-8") as dst:
         for doc in docs[:DOCS]:
@@ -95,6 +97,12 @@ def test_sharded_answers_equal_unsharded_on_ray(built, queries):
     b = SearchPipeline.from_index(sharded, ray="local")
     _assert_same(a, b, queries)
     _assert_same(a, b, queries, {"parity": "even"})
+    rare_docs = {r.doc_id for r in a.query(queries[0], top_k=1000, stage="dense", filter={"rare": "yes"})}
+    assert len(rare_docs) == 1  # a field of one document, in one of the three shards, filters as on one index
+    in_process = SearchPipeline.from_index(sharded)
+    for flt in ({"rare": "yes"}, {"rare": {"exists": False}}, {"not": {"rare": "yes"}}):
+        _assert_same(a, b, queries[:10], flt)
+        _assert_same(a, in_process, queries[:10], flt)
     ra, rb = a.query_batch(queries[:5], top_k=5), b.query_batch(queries[:5], top_k=5)
     assert [[r.to_dict() for r in x] for x in ra] == [[r.to_dict() for r in x] for x in rb]  # documents, stages
     from retrieval.server import ServerSettings, Service
