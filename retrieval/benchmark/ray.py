@@ -100,13 +100,13 @@ def _builds(config: Any, settings: Settings, work: Path) -> tuple[dict[str, Any]
 
 def _bm25_builds(config: Any, settings: Settings, work: Path) -> dict[str, Any]:
     from index.builder import build_index
-    from index.config import BuildConfig
+    from index.config import BuildConfig, DenseConfig
     from index.distributed import build_on_ray
     from retrieval.benchmark.scale import write_synthetic_corpus
 
     n = settings.ray_bm25_passages
     corpus = write_synthetic_corpus(n, work / "synthetic.jsonl", settings.quiet)
-    build = BuildConfig.model_validate({"bm25": bm25_settings(config).model_dump(), "dense": {"enabled": False}})
+    build = BuildConfig(bm25=bm25_settings(config), dense=DenseConfig(enabled=False))
     out: dict[str, Any] = {"passages": n, "components": list(build.retrievers())}
     out["single_s"], _ = _timed_build(lambda: build_index(corpus, work / "bm25-single", build, show_progress=False))
     out["ray_s"], r = _timed_build(lambda: build_on_ray(corpus, work / "bm25-ray", build, settings.ray_address,
